@@ -1,0 +1,1 @@
+//! placeholder: hosts (being written)

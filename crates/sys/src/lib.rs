@@ -1,0 +1,4 @@
+//! husk-sys: the one crate of husk allowed to hold `unsafe`; everything here is a small, safe
+//! wrapper over a Linux facility (atomic files today; namespaces, mounts, subreaper as they come).
+
+pub mod fs;

@@ -1,0 +1,1 @@
+//! husk-test-support: placeholder (being written)
