@@ -1,1 +1,188 @@
-fn main() {}
+//! huskd: the composition root. Reads flags and the config file, sets up logging, opens the
+//! stores, serves the CRI and husk's own API on one unix socket, and shuts down cleanly on
+//! SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use husk_image::{ImageService, ImageServiceConfig};
+use husk_server::{DaemonInfo, RpcLogLayer, Services};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::{Config, DEFAULT_CONFIG, Overrides};
+
+/// How long in-flight RPCs may run after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The husk container runtime daemon (Kubernetes CRI).
+#[derive(Parser, Debug)]
+#[command(name = "huskd", version, about)]
+struct Args {
+    /// Config file (TOML). A missing default file means defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Persistent state directory (overrides `root`).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (overrides `state_dir`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// gRPC unix socket (overrides `socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Log level or tracing filter (overrides `log_level`).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("huskd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let explicit = args.config.is_some();
+    let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
+    let ov = Overrides {
+        root: args.root,
+        state_dir: args.state_dir,
+        socket: args.socket,
+        log_level: args.log_level,
+    };
+    let cfg = Config::load(&path, explicit, &ov)?;
+    init_tracing(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("huskd")
+        .build()
+        .context("starting the async runtime")?;
+    let res = rt.block_on(serve(cfg));
+    // Don't wait for abandoned work (a pull whose client went away) to finish.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    res
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{},h2=warn,hyper=warn,tower=warn,rustls=warn",
+        cfg.log_level
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn mkdir(p: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    mkdir(&cfg.root, 0o711)?;
+    mkdir(&cfg.state_dir, 0o711)?;
+    let sock_dir = cfg
+        .socket
+        .parent()
+        .context("socket path has no parent directory")?;
+    if sock_dir != cfg.state_dir {
+        mkdir(sock_dir, 0o700)?;
+    }
+    let runtime_name = cfg.default_runtime_name();
+    let runtime_path = cfg
+        .runtimes
+        .get(&runtime_name)
+        .map(|r| r.path.clone())
+        .unwrap_or_else(|| runtime_name.clone());
+    let runtime_path = config::find_binary(&runtime_path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or(runtime_path);
+
+    let mut icfg = ImageServiceConfig::new(&cfg.root, &cfg.registry.config_path);
+    icfg.max_concurrent_downloads = cfg.registry.max_concurrent_downloads;
+    let images = tokio::task::spawn_blocking(move || ImageService::open(icfg))
+        .await?
+        .context("opening the image store")?;
+    let services = Services {
+        images: Arc::new(images),
+        info: Arc::new(DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            config_json: serde_json::to_value(&cfg)?,
+            runtime_path,
+            runtime_name: runtime_name.clone(),
+        }),
+    };
+
+    // A stale socket of a dead daemon is replaced; a live daemon is not.
+    if cfg.socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+            bail!("another daemon is serving on {}", cfg.socket.display());
+        }
+        std::fs::remove_file(&cfg.socket)
+            .with_context(|| format!("removing stale socket {}", cfg.socket.display()))?;
+    }
+    let listener = UnixListener::bind(&cfg.socket)
+        .with_context(|| format!("binding {}", cfg.socket.display()))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", cfg.socket.display()))?;
+
+    tracing::info!(
+        socket = %cfg.socket.display(),
+        root = %cfg.root.display(),
+        runtime = %runtime_name,
+        version = env!("CARGO_PKG_VERSION"),
+        "huskd serving"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_rx2 = stop_rx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    let server = tonic::transport::Server::builder()
+        .layer(RpcLogLayer)
+        .add_service(services.runtime_server())
+        .add_service(services.image_server())
+        .add_service(services.husk_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        });
+    // Clients (the kubelet) keep connections open: in-flight RPCs get a grace period, then we go.
+    let result = tokio::select! {
+        r = server => r.context("gRPC server"),
+        _ = async {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&cfg.socket);
+    result?;
+    tracing::info!("huskd stopped");
+    Ok(())
+}

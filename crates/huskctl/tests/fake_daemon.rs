@@ -1,0 +1,458 @@
+//! The built binary against an in-process fake huskd (CRI image service + husk service on a
+//! unix socket): checks each image verb end to end over the real proto types.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use husk_api::v1::husk_server::{Husk, HuskServer};
+use husk_api::v1::pull_event::Event;
+use husk_api::v1::{
+    ImportChunk, ImportImageResponse, ImportedImage, LayerPhase, LayerProgress, PullDone,
+    PullEvent, PullResolved,
+};
+use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
+use k8s_cri::v1::{
+    FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
+    ImageStatusRequest, ImageStatusResponse, ListImagesRequest, ListImagesResponse,
+    PullImageRequest, PullImageResponse, RemoveImageRequest, RemoveImageResponse, UInt64Value,
+};
+use tokio::io::AsyncWriteExt as _;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+const LAYER_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const LAYER_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const IMAGE_ID: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const MANIFEST: &str = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
+
+#[derive(Clone, Default)]
+struct Fake {
+    images: Arc<Mutex<Vec<Image>>>,
+}
+
+impl Fake {
+    fn images(&self) -> std::sync::MutexGuard<'_, Vec<Image>> {
+        self.images.lock().expect("lock")
+    }
+
+    fn find(&self, name: &str) -> Option<Image> {
+        self.images().iter().find(|i| matches(i, name)).cloned()
+    }
+
+    fn add_pulled(&self, name: &str) -> Image {
+        let repo = name.rsplit_once(':').map_or(name, |(r, _)| r);
+        let image = Image {
+            id: IMAGE_ID.into(),
+            repo_tags: vec![name.into()],
+            repo_digests: vec![format!("{repo}@{MANIFEST}")],
+            size: 2_219_949,
+            ..Default::default()
+        };
+        let mut images = self.images();
+        images.retain(|i| i.id != IMAGE_ID);
+        images.push(image.clone());
+        image
+    }
+}
+
+fn matches(image: &Image, name: &str) -> bool {
+    image.id == name
+        || image.repo_tags.iter().any(|t| t == name)
+        || image.repo_digests.iter().any(|d| d == name)
+}
+
+fn spec_name(spec: Option<k8s_cri::v1::ImageSpec>) -> String {
+    spec.map(|s| s.image).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl ImageService for Fake {
+    async fn list_images(
+        &self,
+        r: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let filter = r
+            .into_inner()
+            .filter
+            .map(|f| spec_name(f.image))
+            .unwrap_or_default();
+        let images = self
+            .images()
+            .iter()
+            .filter(|i| filter.is_empty() || matches(i, &filter))
+            .cloned()
+            .collect();
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        r: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let r = r.into_inner();
+        let image = self.find(&spec_name(r.image));
+        let mut info = std::collections::HashMap::new();
+        if r.verbose && image.is_some() {
+            info.insert(
+                "info".to_string(),
+                r#"{"chainID":"sha256:feed","snapshotter":"overlayfs"}"#.to_string(),
+            );
+        }
+        Ok(Response::new(ImageStatusResponse { image, info }))
+    }
+
+    async fn pull_image(
+        &self,
+        r: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
+        let image = self.add_pulled(&spec_name(r.into_inner().image));
+        Ok(Response::new(PullImageResponse {
+            image_ref: image.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        r: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let name = spec_name(r.into_inner().image);
+        self.images().retain(|i| !matches(i, &name));
+        Ok(Response::new(RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems: vec![FilesystemUsage {
+                timestamp: 1_700_000_000_000_000_000,
+                fs_id: Some(FilesystemIdentifier {
+                    mountpoint: "/var/lib/husk".into(),
+                }),
+                used_bytes: Some(UInt64Value { value: 4_500_000 }),
+                inodes_used: Some(UInt64Value { value: 42 }),
+            }],
+            container_filesystems: vec![],
+        }))
+    }
+}
+
+fn layer(digest: &str, done: u64, phase: LayerPhase) -> LayerProgress {
+    LayerProgress {
+        digest: digest.into(),
+        total_bytes: 1000,
+        done_bytes: done,
+        phase: phase as i32,
+    }
+}
+
+fn event(e: Event) -> Result<PullEvent, Status> {
+    Ok(PullEvent { event: Some(e) })
+}
+
+#[tonic::async_trait]
+impl Husk for Fake {
+    type PullImageStream = Pin<Box<dyn Stream<Item = Result<PullEvent, Status>> + Send>>;
+
+    async fn pull_image(
+        &self,
+        r: Request<husk_api::v1::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let r = r.into_inner();
+        if r.image.starts_with("nosuch") {
+            return Err(Status::not_found(format!("image {:?} not found", r.image)));
+        }
+        if r.auth
+            .as_ref()
+            .is_some_and(|a| a.username != "me" || a.password != "pw")
+        {
+            return Err(Status::unauthenticated("bad credentials"));
+        }
+        let image = self.add_pulled(&r.image);
+        let events = vec![
+            event(Event::Resolved(PullResolved {
+                manifest_digest: MANIFEST.into(),
+                layers: vec![
+                    layer(LAYER_A, 0, LayerPhase::Waiting),
+                    layer(LAYER_B, 0, LayerPhase::Exists),
+                ],
+            })),
+            event(Event::Layer(layer(LAYER_A, 500, LayerPhase::Downloading))),
+            event(Event::Layer(layer(LAYER_A, 1000, LayerPhase::Extracting))),
+            event(Event::Layer(layer(LAYER_A, 1000, LayerPhase::Done))),
+            event(Event::Done(PullDone {
+                image_id: image.id,
+                image_ref: image.repo_digests[0].clone(),
+                size_bytes: 1000,
+            })),
+        ];
+        Ok(Response::new(Box::pin(futures::stream::iter(events))))
+    }
+
+    async fn import_image(
+        &self,
+        r: Request<Streaming<ImportChunk>>,
+    ) -> Result<Response<ImportImageResponse>, Status> {
+        let mut stream = r.into_inner();
+        let (mut bytes, mut chunks) = (0, 0);
+        while let Some(chunk) = stream.message().await? {
+            assert!(chunk.data.len() <= 1024 * 1024);
+            bytes += chunk.data.len();
+            chunks += 1;
+        }
+        Ok(Response::new(ImportImageResponse {
+            images: vec![
+                ImportedImage {
+                    id: "sha256:1".into(),
+                    repo_tags: vec!["example.com/a:v1".into()],
+                    repo_digests: vec![],
+                },
+                ImportedImage {
+                    id: format!("sha256:{bytes}-bytes-in-{chunks}"),
+                    repo_tags: vec![],
+                    repo_digests: vec![],
+                },
+            ],
+        }))
+    }
+}
+
+/// A fake huskd listening in a temp dir until dropped.
+struct Daemon {
+    _dir: tempfile::TempDir,
+    sock: PathBuf,
+    fake: Fake,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn start(with_husk: bool) -> Daemon {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("husk.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+    let fake = Fake::default();
+    let router = tonic::transport::Server::builder()
+        .add_service(ImageServiceServer::new(fake.clone()))
+        .add_optional_service(with_husk.then(|| HuskServer::new(fake.clone())));
+    let server = tokio::spawn(async move {
+        router
+            .serve_with_incoming(UnixListenerStream::new(listener))
+            .await
+            .expect("serve");
+    });
+    Daemon {
+        _dir: dir,
+        sock,
+        fake,
+        server,
+    }
+}
+
+async fn huskctl(sock: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_huskctl"))
+        .arg("-r")
+        .arg(sock)
+        .args(args)
+        .env_remove("HUSK_ENDPOINT")
+        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn huskctl");
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(data).await.expect("write stdin");
+    }
+    child.wait_with_output().await.expect("wait huskctl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_list_inspect_remove() {
+    let d = start(true).await;
+    let busybox = "docker.io/library/busybox:latest";
+
+    let empty = ok(&huskctl(&d.sock, &["images"], None).await);
+    assert_eq!(
+        empty,
+        "IMAGE               TAG                 IMAGE ID            SIZE\n"
+    );
+
+    let pulled = ok(&huskctl(&d.sock, &["pull", busybox], None).await);
+    assert_eq!(
+        pulled,
+        format!(
+            "Resolved {MANIFEST} (2 layers)\nbbbbbbbbbbbb: already exists\naaaaaaaaaaaa: done (1kB)\n\
+             Image is up to date for docker.io/library/busybox@{MANIFEST}\n"
+        )
+    );
+
+    let table = ok(&huskctl(&d.sock, &["images"], None).await);
+    assert_eq!(
+        table,
+        "IMAGE                       TAG                 IMAGE ID            SIZE\n\
+         docker.io/library/busybox   latest              ccccccccccccc       2.22MB\n"
+    );
+    assert_eq!(
+        ok(&huskctl(&d.sock, &["images", "-q"], None).await),
+        format!("{IMAGE_ID}\n")
+    );
+    assert_eq!(
+        ok(&huskctl(&d.sock, &["images", "-q", "nosuch"], None).await),
+        ""
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&huskctl(&d.sock, &["images", "-o", "json"], None).await))
+            .expect("json");
+    assert_eq!(json["images"][0]["id"], IMAGE_ID);
+    assert_eq!(json["images"][0]["repo_tags"][0], busybox);
+
+    let yaml = ok(&huskctl(&d.sock, &["images", "-o", "yaml"], None).await);
+    assert!(yaml.contains(&format!("id: {IMAGE_ID}")), "{yaml}");
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&huskctl(&d.sock, &["inspecti", busybox], None).await))
+            .expect("json");
+    assert_eq!(inspect["status"]["id"], IMAGE_ID);
+    assert_eq!(inspect["info"]["snapshotter"], "overlayfs");
+
+    let err = failed(&huskctl(&d.sock, &["inspecti", "nosuch:1"], None).await);
+    assert_eq!(err, "huskctl: image \"nosuch:1\" not found\n");
+
+    let err = failed(&huskctl(&d.sock, &["rmi", "--prune"], None).await);
+    assert!(err.contains("--prune needs container support"), "{err}");
+
+    let removed = ok(&huskctl(&d.sock, &["rmi", busybox], None).await);
+    assert_eq!(removed, format!("Deleted: {busybox}\n"));
+    assert!(d.fake.images().is_empty());
+
+    let err = failed(&huskctl(&d.sock, &["rmi", busybox], None).await);
+    assert_eq!(err, format!("huskctl: image \"{busybox}\" not found\n"));
+
+    ok(&huskctl(&d.sock, &["pull", "-q", "a:1"], None).await);
+    let removed = ok(&huskctl(&d.sock, &["rmi", "-a"], None).await);
+    assert_eq!(removed, "Deleted: a:1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_errors_and_credentials() {
+    let d = start(true).await;
+    let err = failed(&huskctl(&d.sock, &["pull", "nosuch:latest"], None).await);
+    assert_eq!(err, "huskctl: image \"nosuch:latest\" not found\n");
+    let err = failed(&huskctl(&d.sock, &["pull", "--creds", "me:wrong", "x:1"], None).await);
+    assert_eq!(err, "huskctl: bad credentials\n");
+    let out = ok(&huskctl(&d.sock, &["pull", "-q", "--creds", "me:pw", "x:1"], None).await);
+    assert_eq!(out, format!("x@{MANIFEST}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_falls_back_to_cri() {
+    let d = start(false).await;
+    let out = ok(&huskctl(&d.sock, &["pull", "x:1"], None).await);
+    assert_eq!(out, format!("Image is up to date for {IMAGE_ID}\n"));
+    let err = failed(&huskctl(&d.sock, &["import", "-"], Some(b"tar")).await);
+    assert_eq!(err, "huskctl: huskd does not implement ImportImage\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unserved_runtime_service_is_unimplemented() {
+    let d = start(true).await;
+    let err = failed(&huskctl(&d.sock, &["version"], None).await);
+    assert_eq!(err, "huskctl: huskd does not implement Version\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagefsinfo_formats() {
+    let d = start(true).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&huskctl(&d.sock, &["imagefsinfo"], None).await)).expect("json");
+    assert_eq!(
+        json["image_filesystems"][0]["fs_id"]["mountpoint"],
+        "/var/lib/husk"
+    );
+    let table = ok(&huskctl(&d.sock, &["imagefsinfo", "-o", "table"], None).await);
+    assert!(
+        table.contains("image               /var/lib/husk       4.5MB"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_streams_chunks() {
+    let d = start(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("image.tar");
+    let size = 2 * 1024 * 1024 + 5;
+    std::fs::write(&archive, vec![0u8; size]).expect("write");
+    let out = ok(&huskctl(&d.sock, &["import", archive.to_str().expect("utf-8")], None).await);
+    assert_eq!(
+        out,
+        format!("Imported example.com/a:v1\nImported sha256:{size}-bytes-in-3\n")
+    );
+
+    let out = ok(&huskctl(&d.sock, &["import", "-q", "-"], Some(&[1u8; 10])).await);
+    assert_eq!(out, "example.com/a:v1\nsha256:10-bytes-in-1\n");
+
+    let err = failed(&huskctl(&d.sock, &["import", "/nonexistent.tar"], None).await);
+    assert_eq!(
+        err,
+        "huskctl: cannot open /nonexistent.tar: No such file or directory (os error 2)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pull_reports_json() {
+    let d = start(true).await;
+    let out = ok(&huskctl(
+        &d.sock,
+        &["bench", "pull", "-n", "2", "-o", "json", "x:1"],
+        None,
+    )
+    .await);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["benchmark"], "pull");
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["runs"][1]["bytes"], 1000);
+    assert_eq!(report["runs"][1]["cached_layers"], 1);
+    assert!(
+        report["mb_per_s"]["mean"].as_f64().is_some_and(|v| v > 0.0),
+        "{out}"
+    );
+
+    let out = ok(&huskctl(&d.sock, &["bench", "pull", "--count", "1", "x:1"], None).await);
+    assert!(out.starts_with("run 1: "), "{out}");
+    assert!(out.contains("1 already present: not a cold pull"), "{out}");
+    assert!(out.contains("\nseconds: mean "), "{out}");
+}

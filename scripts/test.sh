@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of husk: fmt, clippy, unit, integration (real huskd, registry, runc/crun).
+# Needs root. Sets up the machine first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+# Integration tests start real daemons and registries; two at a time on small machines.
+cargo test --workspace -- --test-threads="${HUSK_TEST_THREADS:-2}"
