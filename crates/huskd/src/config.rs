@@ -55,8 +55,18 @@ pub struct RuntimeConfig {
 impl Default for Config {
     fn default() -> Self {
         let mut runtimes = BTreeMap::new();
-        runtimes.insert("runc".into(), RuntimeConfig { path: "runc".into() });
-        runtimes.insert("crun".into(), RuntimeConfig { path: "crun".into() });
+        runtimes.insert(
+            "runc".into(),
+            RuntimeConfig {
+                path: "runc".into(),
+            },
+        );
+        runtimes.insert(
+            "crun".into(),
+            RuntimeConfig {
+                path: "crun".into(),
+            },
+        );
         Config {
             root: "/var/lib/husk".into(),
             state_dir: "/run/husk".into(),
@@ -104,7 +114,9 @@ impl Config {
         let mut cfg = match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, path)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading config file {}", path.display()));
+            }
         };
         if let Some(v) = &ov.root {
             cfg.root = v.clone();
@@ -126,7 +138,11 @@ impl Config {
     /// Parses TOML text; the error names the file and the key.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Config> {
         toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!("config file {}: {}", path.display(), e.to_string().trim_end())
+            anyhow::anyhow!(
+                "config file {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
         })
     }
 
@@ -140,14 +156,23 @@ impl Config {
             ("cni.conf_dir", &self.cni.conf_dir),
         ] {
             if !p.is_absolute() {
-                bail!("{key} = {:?}: must be an absolute path", p.display().to_string());
+                bail!(
+                    "{key} = {:?}: must be an absolute path",
+                    p.display().to_string()
+                );
             }
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
-            bail!("log_format = {:?}: must be \"text\" or \"json\"", self.log_format);
+            bail!(
+                "log_format = {:?}: must be \"text\" or \"json\"",
+                self.log_format
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            bail!("log_level = {:?}: not a level (error, warn, info, debug, trace)", self.log_level);
+            bail!(
+                "log_level = {:?}: not a level (error, warn, info, debug, trace)",
+                self.log_level
+            );
         }
         if self.registry.max_concurrent_downloads == 0 {
             bail!("registry.max_concurrent_downloads = 0: must be at least 1");
@@ -157,13 +182,13 @@ impl Config {
                 bail!("runtimes.{name}.path: must not be empty");
             }
         }
-        if let Some(d) = &self.default_runtime {
-            if !self.runtimes.contains_key(d) {
-                bail!(
-                    "default_runtime = {d:?}: no [runtimes.{d}] section (have: {})",
-                    self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-            }
+        if let Some(d) = &self.default_runtime
+            && !self.runtimes.contains_key(d)
+        {
+            bail!(
+                "default_runtime = {d:?}: no [runtimes.{d}] section (have: {})",
+                self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
         }
         if self.runtimes.is_empty() {
             bail!("runtimes: at least one OCI runtime must be configured");
@@ -177,13 +202,17 @@ impl Config {
             return d.clone();
         }
         for pref in ["crun", "runc"] {
-            if let Some(rt) = self.runtimes.get(pref) {
-                if find_binary(&rt.path).is_some() {
-                    return pref.into();
-                }
+            if let Some(rt) = self.runtimes.get(pref)
+                && find_binary(&rt.path).is_some()
+            {
+                return pref.into();
             }
         }
-        self.runtimes.keys().next().cloned().unwrap_or_else(|| "runc".into())
+        self.runtimes
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "runc".into())
     }
 }
 
@@ -193,7 +222,8 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
@@ -236,9 +266,16 @@ default_runtime = "runc"
 
     #[test]
     fn unknown_keys_and_bad_values_name_key_and_file() {
-        let e = Config::parse("roots = \"/x\"", &p()).unwrap_err().to_string();
-        assert!(e.contains("roots") && e.contains("/etc/husk/config.toml"), "{e}");
-        let e = Config::parse("[registry]\nconfig_pth = \"/x\"", &p()).unwrap_err().to_string();
+        let e = Config::parse("roots = \"/x\"", &p())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("roots") && e.contains("/etc/husk/config.toml"),
+            "{e}"
+        );
+        let e = Config::parse("[registry]\nconfig_pth = \"/x\"", &p())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config_pth"), "{e}");
         let e = Config::parse("root = 5", &p()).unwrap_err().to_string();
         assert!(e.contains("root"), "{e}");
@@ -259,6 +296,9 @@ default_runtime = "runc"
             root: Some("/tmp/r".into()),
             ..Default::default()
         };
-        assert_eq!(Config::load(&missing, false, &ov).unwrap().root, PathBuf::from("/tmp/r"));
+        assert_eq!(
+            Config::load(&missing, false, &ov).unwrap().root,
+            PathBuf::from("/tmp/r")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The daemon itself: Version, Status, UNIMPLEMENTED naming the RPC, socket permissions,
 //! clean shutdown, restart with state kept, config errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -14,12 +16,22 @@ use tonic::Code;
 async fn version_status_and_unimplemented_rpcs() {
     let h = huskd();
     let mut rt = h.runtime_client().await.unwrap();
-    let v = rt.version(cri::VersionRequest { version: "v1".into() }).await.unwrap().into_inner();
+    let v = rt
+        .version(cri::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(v.runtime_name, "husk");
     assert_eq!(v.runtime_api_version, "v1");
     assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
 
-    let st = rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let st = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
     let conds = st.status.unwrap().conditions;
     let runtime = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
     assert!(runtime.status, "{runtime:?}");
@@ -35,7 +47,10 @@ async fn version_status_and_unimplemented_rpcs() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
-    let err = rt.list_containers(cri::ListContainersRequest::default()).await.unwrap_err();
+    let err = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("ListContainers"));
 }
@@ -48,7 +63,11 @@ async fn runtime_not_ready_when_the_binary_is_missing() {
     )
     .unwrap();
     let mut rt = h.runtime_client().await.unwrap();
-    let st = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
     let runtime = st
         .status
         .unwrap()
@@ -67,7 +86,10 @@ async fn socket_mode_clean_shutdown_and_restart_keep_images() {
     push(&reg, "keep/me", "v1", &img).await;
     let mut h = huskd();
     let sock = h.socket_path();
-    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
     let name = format!("{}/keep/me:v1", reg.host());
     {
         let mut c = h.image_client().await.unwrap();
@@ -106,7 +128,10 @@ fn bad_config_names_the_key_and_the_file() {
         assert!(!out.status.success(), "{text:?} must fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{text:?}: {err}");
-        assert!(err.contains(&cfg.display().to_string()), "names the file: {err}");
+        assert!(
+            err.contains(&cfg.display().to_string()),
+            "names the file: {err}"
+        );
     }
     // an explicit config file that does not exist is an error too
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_huskd"))

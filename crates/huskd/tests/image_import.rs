@@ -1,6 +1,8 @@
 //! Offline import of OCI image-layout and `docker save` archives through husk's own API, and
 //! pull progress over the streaming pull.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -12,14 +14,19 @@ use husk_test_support::{
 };
 use tonic::Code;
 
-async fn import(h: &husk_test_support::Huskd, path: &std::path::Path) -> Result<api::ImportImageResponse, tonic::Status> {
+async fn import(
+    h: &husk_test_support::Huskd,
+    path: &std::path::Path,
+) -> Result<api::ImportImageResponse, tonic::Status> {
     let data = std::fs::read(path).unwrap();
     let chunks: Vec<api::ImportChunk> = data
         .chunks(256 * 1024)
         .map(|c| api::ImportChunk { data: c.to_vec() })
         .collect();
     let mut hc = h.husk_client().await.unwrap();
-    hc.import_image(tokio_stream::iter(chunks)).await.map(|r| r.into_inner())
+    hc.import_image(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -34,12 +41,21 @@ async fn import_docker_save_archive() {
     assert_eq!(res.images[0].id, img.image_id());
     let mut tags = res.images[0].repo_tags.clone();
     tags.sort();
-    assert_eq!(tags, vec!["docker.io/library/busybox:offline", "example.com/tools/bb:1"]);
+    assert_eq!(
+        tags,
+        vec![
+            "docker.io/library/busybox:offline",
+            "example.com/tools/bb:1"
+        ]
+    );
     let mut c = h.image_client().await.unwrap();
     let s = status(&mut c, "busybox:offline").await.unwrap();
     assert_eq!(s.id, img.image_id());
     let bb = find_in_snapshots(&h, "bin/busybox");
-    assert_eq!(std::fs::read(&bb[0]).unwrap(), std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(
+        std::fs::read(&bb[0]).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
     // importing again is idempotent
     let again = import(&h, &tar).await.unwrap();
     assert_eq!(again.images[0].id, img.image_id());
@@ -52,7 +68,11 @@ async fn import_oci_layout_with_index_and_zstd() {
     let mk = |p: Platform, m: &str| {
         ImageBuilder::new()
             .platform(p)
-            .layer(LayerBuilder::new().file("arch", m, 0o644, 0, 0).build(Compression::Zstd))
+            .layer(
+                LayerBuilder::new()
+                    .file("arch", m, 0o644, 0, 0)
+                    .build(Compression::Zstd),
+            )
             .build()
     };
     let idx = IndexBuilder::new(MediaTypes::Oci)
@@ -76,13 +96,21 @@ async fn garbage_and_tampered_archives_are_refused() {
     let h = huskd();
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar");
-    std::fs::write(&junk, b"this is not a tar archive at all, not even close........").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a tar archive at all, not even close........",
+    )
+    .unwrap();
     let err = import(&h, &junk).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // an OCI layout whose blob does not match its name
     let img = ImageBuilder::new()
-        .layer(LayerBuilder::new().file("f", "x", 0o644, 0, 0).build(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("f", "x", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
         .build();
     let good = dir.path().join("good.tar");
     write_oci_layout_archive(&img, Some("x/y:z"), &good).unwrap();
@@ -116,7 +144,10 @@ async fn streaming_pull_reports_layer_progress() {
         let name = name.clone();
         async move {
             let mut s = hc
-                .pull_image(api::PullImageRequest { image: name, auth: None })
+                .pull_image(api::PullImageRequest {
+                    image: name,
+                    auth: None,
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -128,15 +159,20 @@ async fn streaming_pull_reports_layer_progress() {
         }
     };
     let evs = run(&mut hc).await;
-    let api::pull_event::Event::Resolved(r) = &evs[0] else { panic!("{evs:?}") };
+    let api::pull_event::Event::Resolved(r) = &evs[0] else {
+        panic!("{evs:?}")
+    };
     assert_eq!(r.layers.len(), img.layers.len());
     assert_eq!(r.manifest_digest, img.manifest_digest);
-    let api::pull_event::Event::Done(d) = evs.last().unwrap() else { panic!("{evs:?}") };
+    let api::pull_event::Event::Done(d) = evs.last().unwrap() else {
+        panic!("{evs:?}")
+    };
     assert_eq!(d.image_id, img.image_id());
     assert_eq!(d.size_bytes, img.total_size());
     for l in &img.layers {
         assert!(
-            evs.iter().any(|e| matches!(e, api::pull_event::Event::Layer(p)
+            evs.iter()
+                .any(|e| matches!(e, api::pull_event::Event::Layer(p)
                 if p.digest == l.digest && p.phase == api::LayerPhase::Done as i32)),
             "layer {} reported done",
             l.digest
@@ -144,11 +180,17 @@ async fn streaming_pull_reports_layer_progress() {
     }
     // a second pull finds everything present
     let evs = run(&mut hc).await;
-    assert!(evs.iter().any(|e| matches!(e, api::pull_event::Event::Layer(p)
-        if p.phase == api::LayerPhase::Exists as i32)));
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, api::pull_event::Event::Layer(p)
+        if p.phase == api::LayerPhase::Exists as i32))
+    );
     // errors end the stream with a status
     let mut s = hc
-        .pull_image(api::PullImageRequest { image: format!("{}/nope:1", reg.host()), auth: None })
+        .pull_image(api::PullImageRequest {
+            image: format!("{}/nope:1", reg.host()),
+            auth: None,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -1,6 +1,8 @@
 //! Pulling through the real huskd from a real registry: normalisation, mirrors, unpacked
 //! files, whiteouts, shared layers, media types, platform selection, status, list, remove.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -14,7 +16,10 @@ use k8s_cri::v1 as cri;
 #[tokio::test]
 async fn pull_busybox_through_a_mirror_and_inspect_it() {
     let reg = registry().await;
-    let img = busybox_image(&["sh", "-c", "echo hi"]).unwrap().user("1000").build();
+    let img = busybox_image(&["sh", "-c", "echo hi"])
+        .unwrap()
+        .user("1000")
+        .build();
     push(&reg, "library/busybox", "latest", &img).await;
     let h = huskd();
     mirror(&h, "docker.io", &reg.url(), "");
@@ -46,7 +51,11 @@ async fn pull_busybox_through_a_mirror_and_inspect_it() {
         &format!("busybox@{}", img.manifest_digest),
     ] {
         let s = status(&mut c, name).await;
-        assert_eq!(s.map(|s| s.id), Some(img.image_id().to_string()), "lookup by {name}");
+        assert_eq!(
+            s.map(|s| s.id),
+            Some(img.image_id().to_string()),
+            "lookup by {name}"
+        );
     }
     assert!(status(&mut c, "busybox:other").await.is_none());
 
@@ -66,7 +75,10 @@ async fn pull_busybox_through_a_mirror_and_inspect_it() {
     // The busybox binary is unpacked byte for byte, applets are symlinks, owners kept.
     let bb = find_in_snapshots(&h, "bin/busybox");
     assert_eq!(bb.len(), 1);
-    assert_eq!(std::fs::read(&bb[0]).unwrap(), std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(
+        std::fs::read(&bb[0]).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
     assert_eq!(std::fs::metadata(&bb[0]).unwrap().mode() & 0o777, 0o755);
     let sh = find_in_snapshots(&h, "bin/sh");
     assert!(sh[0].symlink_metadata().unwrap().file_type().is_symlink());
@@ -107,24 +119,46 @@ async fn whiteouts_opaque_dirs_and_shared_layers() {
     push(&reg, "test/two", "v1", &two).await;
     let h = huskd();
     let mut c = h.image_client().await.unwrap();
-    pull(&mut c, &format!("{}/test/one:v1", reg.host())).await.unwrap();
-    pull(&mut c, &format!("{}/test/two:v1", reg.host())).await.unwrap();
+    pull(&mut c, &format!("{}/test/one:v1", reg.host()))
+        .await
+        .unwrap();
+    pull(&mut c, &format!("{}/test/two:v1", reg.host()))
+        .await
+        .unwrap();
     // three distinct layers, the shared base unpacked once
     assert_eq!(snapshot_dirs(&h).len(), 3);
     assert_eq!(find_in_snapshots(&h, "d/x").len(), 1);
 
     // the whiteout is an overlay whiteout, the opaque dir carries the xattr
-    let wh = find_in_snapshots(&h, "d/z")[0].parent().unwrap().parent().unwrap().join("a");
+    let wh = find_in_snapshots(&h, "d/z")[0]
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("a");
     let md = wh.symlink_metadata().unwrap();
     assert!(md.file_type().is_char_device());
     assert_eq!(md.rdev(), 0);
-    let opaque = find_in_snapshots(&h, "d/z")[0].parent().unwrap().to_path_buf();
+    let opaque = find_in_snapshots(&h, "d/z")[0]
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let x = xattr_get(&opaque, "trusted.overlay.opaque");
     assert_eq!(x.as_deref(), Some(&b"y"[..]));
 
     // and overlayfs merges them as the image means
-    let top = find_in_snapshots(&h, "d/z")[0].parent().unwrap().parent().unwrap().to_path_buf();
-    let bottom = find_in_snapshots(&h, "d/x")[0].parent().unwrap().parent().unwrap().to_path_buf();
+    let top = find_in_snapshots(&h, "d/z")[0]
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bottom = find_in_snapshots(&h, "d/x")[0]
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let ov = Overlay::mount(&[&top, &bottom]);
     assert!(!ov.path().join("a").exists());
     assert!(ov.path().join("keep").exists());
@@ -157,11 +191,17 @@ async fn compressions_docker_media_types_and_platform_index() {
             let content = format!("{n}");
             let img = ImageBuilder::new()
                 .media_types(mt)
-                .layer(LayerBuilder::new().file("marker", content.clone(), 0o644, 0, 0).build(comp))
+                .layer(
+                    LayerBuilder::new()
+                        .file("marker", content.clone(), 0o644, 0, 0)
+                        .build(comp),
+                )
                 .build();
             let name = format!("{}/media/img{n}:t", reg.host());
             push(&reg, &format!("media/img{n}"), "t", &img).await;
-            let id = pull(&mut c, &name).await.unwrap_or_else(|e| panic!("{mt:?} {comp:?}: {e}"));
+            let id = pull(&mut c, &name)
+                .await
+                .unwrap_or_else(|e| panic!("{mt:?} {comp:?}: {e}"));
             assert_eq!(id, img.image_id());
         }
     }
@@ -175,7 +215,11 @@ async fn compressions_docker_media_types_and_platform_index() {
     let arch_img = |p: Platform, mark: &str| {
         ImageBuilder::new()
             .platform(p)
-            .layer(LayerBuilder::new().file("arch", mark, 0o644, 0, 0).build(Compression::Gzip))
+            .layer(
+                LayerBuilder::new()
+                    .file("arch", mark, 0o644, 0, 0)
+                    .build(Compression::Gzip),
+            )
             .build()
     };
     for mt in [MediaTypes::Oci, MediaTypes::Docker] {
@@ -186,12 +230,21 @@ async fn compressions_docker_media_types_and_platform_index() {
             .build();
         let repo = format!("multi/{mt:?}").to_lowercase();
         reg.push_index(&repo, "latest", &idx).await.unwrap();
-        let want = idx.image_for(&Platform::host()).unwrap().image_id().to_string();
-        let id = pull(&mut c, &format!("{}/{repo}", reg.host())).await.unwrap();
+        let want = idx
+            .image_for(&Platform::host())
+            .unwrap()
+            .image_id()
+            .to_string();
+        let id = pull(&mut c, &format!("{}/{repo}", reg.host()))
+            .await
+            .unwrap();
         assert_eq!(id, want);
         let s = status(&mut c, &id).await.unwrap();
         // both indexes carry the same amd64 image: one image, a digest reference per index
-        assert!(s.repo_digests.contains(&format!("{}/{repo}@{}", reg.host(), idx.digest)));
+        assert!(
+            s.repo_digests
+                .contains(&format!("{}/{repo}@{}", reg.host(), idx.digest))
+        );
     }
     let arches: Vec<String> = find_in_snapshots(&h, "arch")
         .iter()
@@ -208,11 +261,19 @@ async fn remove_untags_then_frees_space() {
         .build(Compression::Gzip);
     let a = ImageBuilder::new()
         .layer(shared.clone())
-        .layer(LayerBuilder::new().file("a", "a", 0o644, 0, 0).build(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("a", "a", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
         .build();
     let b = ImageBuilder::new()
         .layer(shared)
-        .layer(LayerBuilder::new().file("b", "b", 0o644, 0, 0).build(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("b", "b", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
         .build();
     push(&reg, "rm/a", "one", &a).await;
     push(&reg, "rm/a", "two", &a).await;
@@ -251,7 +312,11 @@ async fn remove_untags_then_frees_space() {
     assert!(status(&mut c, a.image_id()).await.is_none());
     assert_eq!(snapshot_dirs(&h).len(), 2);
     assert_eq!(find_in_snapshots(&h, "big").len(), 1);
-    assert!(!blobs(&h).iter().any(|d| a.manifest_digest.ends_with(d.as_str())));
+    assert!(
+        !blobs(&h)
+            .iter()
+            .any(|d| a.manifest_digest.ends_with(d.as_str()))
+    );
     let mid = usage(&mut c).await;
     assert!(mid.used_bytes.unwrap().value < before.used_bytes.unwrap().value);
 
@@ -269,10 +334,18 @@ async fn remove_untags_then_frees_space() {
 async fn a_tag_moves_to_the_newly_pulled_image() {
     let reg = registry().await;
     let v1 = ImageBuilder::new()
-        .layer(LayerBuilder::new().file("v", "1", 0o644, 0, 0).build(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("v", "1", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
         .build();
     let v2 = ImageBuilder::new()
-        .layer(LayerBuilder::new().file("v", "2", 0o644, 0, 0).build(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("v", "2", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
         .build();
     let h = huskd();
     let mut c = h.image_client().await.unwrap();
@@ -284,7 +357,11 @@ async fn a_tag_moves_to_the_newly_pulled_image() {
     assert_eq!(status(&mut c, &name).await.unwrap().id, v2.image_id());
     let old = status(&mut c, v1.image_id()).await.unwrap();
     assert!(old.repo_tags.is_empty());
-    assert_eq!(old.repo_digests.len(), 1, "the old image keeps its digest reference");
+    assert_eq!(
+        old.repo_digests.len(),
+        1,
+        "the old image keeps its digest reference"
+    );
 }
 
 #[tokio::test]
@@ -294,7 +371,11 @@ async fn list_images_filter() {
     let mut c = h.image_client().await.unwrap();
     let mk = |s: &str| {
         ImageBuilder::new()
-            .layer(LayerBuilder::new().file("f", s, 0o644, 0, 0).build(Compression::Gzip))
+            .layer(
+                LayerBuilder::new()
+                    .file("f", s, 0o644, 0, 0)
+                    .build(Compression::Gzip),
+            )
             .build()
     };
     let (x, y) = (mk("x"), mk("y"));
@@ -307,7 +388,9 @@ async fn list_images_filter() {
         let mut c = c.clone();
         async move {
             c.list_images(cri::ListImagesRequest {
-                filter: Some(cri::ImageFilter { image: image_spec(&f) }),
+                filter: Some(cri::ImageFilter {
+                    image: image_spec(&f),
+                }),
             })
             .await
             .unwrap()
@@ -318,9 +401,18 @@ async fn list_images_filter() {
             .collect::<Vec<_>>()
         }
     };
-    assert_eq!(filtered(format!("{host}/f/x")).await, vec![x.image_id().to_string()]);
-    assert_eq!(filtered(format!("{host}/f/y:1")).await, vec![y.image_id().to_string()]);
-    assert_eq!(filtered(y.image_id().to_string()).await, vec![y.image_id().to_string()]);
+    assert_eq!(
+        filtered(format!("{host}/f/x")).await,
+        vec![x.image_id().to_string()]
+    );
+    assert_eq!(
+        filtered(format!("{host}/f/y:1")).await,
+        vec![y.image_id().to_string()]
+    );
+    assert_eq!(
+        filtered(y.image_id().to_string()).await,
+        vec![y.image_id().to_string()]
+    );
     assert!(filtered(format!("{host}/f/z")).await.is_empty());
     assert_eq!(list(&mut c).await.len(), 2);
 }

@@ -1,6 +1,8 @@
 //! Registry access through huskd: containerd-style hosts.toml mirrors, basic and bearer-token
 //! auth from the CRI AuthConfig, TLS with a private CA, and clear errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use base64::Engine as _;
@@ -10,7 +12,9 @@ use k8s_cri::v1 as cri;
 use tonic::Code;
 
 async fn reg_with(auth: Auth, tls: bool) -> Registry {
-    Registry::start(RegistryOptions { auth, tls }).await.expect("registry")
+    Registry::start(RegistryOptions { auth, tls })
+        .await
+        .expect("registry")
 }
 
 fn small_image() -> husk_test_support::BuiltImage {
@@ -25,15 +29,26 @@ async fn mirror_serves_registry_k8s_io_names() {
     let h = huskd();
     mirror(&h, "registry.k8s.io", &reg.url(), "");
     let mut c = h.image_client().await.unwrap();
-    assert_eq!(pull(&mut c, "registry.k8s.io/pause:3.10").await.unwrap(), img.image_id());
     assert_eq!(
-        status(&mut c, "registry.k8s.io/pause:3.10").await.unwrap().repo_tags,
+        pull(&mut c, "registry.k8s.io/pause:3.10").await.unwrap(),
+        img.image_id()
+    );
+    assert_eq!(
+        status(&mut c, "registry.k8s.io/pause:3.10")
+            .await
+            .unwrap()
+            .repo_tags,
         vec!["registry.k8s.io/pause:3.10"]
     );
     // Without the mirror the (dead) upstream answers nothing: a clear Unavailable.
-    h.write_hosts_toml("registry.k8s.io", &format!("server = \"{}\"\n", dead_upstream()))
-        .unwrap();
-    let err = pull(&mut c, "registry.k8s.io/pause:3.10").await.unwrap_err();
+    h.write_hosts_toml(
+        "registry.k8s.io",
+        &format!("server = \"{}\"\n", dead_upstream()),
+    )
+    .unwrap();
+    let err = pull(&mut c, "registry.k8s.io/pause:3.10")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("127.0.0.1"), "{}", err.message());
 }
@@ -84,11 +99,15 @@ async fn htpasswd_basic_auth() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains(&reg.host()), "{}", err.message());
 
-    let err = pull_auth(&mut c, &name, basic_auth("alice", "wrong")).await.unwrap_err();
+    let err = pull_auth(&mut c, &name, basic_auth("alice", "wrong"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     assert_eq!(
-        pull_auth(&mut c, &name, basic_auth("alice", "wonder")).await.unwrap(),
+        pull_auth(&mut c, &name, basic_auth("alice", "wonder"))
+            .await
+            .unwrap(),
         img.image_id()
     );
     remove(&mut c, &name).await;
@@ -98,7 +117,10 @@ async fn htpasswd_basic_auth() {
         server_address: reg.host(),
         ..Default::default()
     };
-    assert_eq!(pull_auth(&mut c, &name, Some(cfg)).await.unwrap(), img.image_id());
+    assert_eq!(
+        pull_auth(&mut c, &name, Some(cfg)).await.unwrap(),
+        img.image_id()
+    );
     // credentials for another server are not sent
     remove(&mut c, &name).await;
     let cfg = cri::AuthConfig {
@@ -132,11 +154,16 @@ async fn bearer_token_flow_with_password_and_identity_token() {
 
     let before = reg.token_stats();
     assert_eq!(
-        pull_auth(&mut c, &name, basic_auth("bob", "builder")).await.unwrap(),
+        pull_auth(&mut c, &name, basic_auth("bob", "builder"))
+            .await
+            .unwrap(),
         img.image_id()
     );
     let after = reg.token_stats();
-    assert!(after.issued > before.issued, "a token was issued: {after:?}");
+    assert!(
+        after.issued > before.issued,
+        "a token was issued: {after:?}"
+    );
     assert!(after.basic_grants > before.basic_grants);
 
     remove(&mut c, &name).await;
@@ -149,7 +176,10 @@ async fn bearer_token_flow_with_password_and_identity_token() {
         identity_token: reg.identity_token().unwrap(),
         ..Default::default()
     };
-    assert_eq!(pull_auth(&mut c, &name, Some(cfg)).await.unwrap(), img.image_id());
+    assert_eq!(
+        pull_auth(&mut c, &name, Some(cfg)).await.unwrap(),
+        img.image_id()
+    );
     assert!(reg.token_stats().refresh_grants > after.refresh_grants);
 }
 
@@ -163,15 +193,23 @@ async fn tls_registry_with_private_ca() {
     let mut c = h.image_client().await.unwrap();
 
     // https without trusting the CA: refused, and the error says why
-    h.write_hosts_toml(&reg.host(), &format!("server = \"https://{}\"\n", reg.host()))
-        .unwrap();
+    h.write_hosts_toml(
+        &reg.host(),
+        &format!("server = \"https://{}\"\n", reg.host()),
+    )
+    .unwrap();
     let err = pull(&mut c, &name).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().to_lowercase().contains("certificate"), "{}", err.message());
+    assert!(
+        err.message().to_lowercase().contains("certificate"),
+        "{}",
+        err.message()
+    );
 
     // with the CA from hosts.toml
     let ca = reg.ca_cert_path().unwrap();
-    h.write_certs_file(&reg.host(), "ca.crt", &std::fs::read(&ca).unwrap()).unwrap();
+    h.write_certs_file(&reg.host(), "ca.crt", &std::fs::read(&ca).unwrap())
+        .unwrap();
     h.write_hosts_toml(
         &reg.host(),
         &format!("server = \"https://{}\"\nca = \"ca.crt\"\n", reg.host()),
@@ -198,25 +236,36 @@ async fn bad_requests_get_clear_statuses() {
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = pull(&mut c, "Not A Reference!").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("Not A Reference!"), "{}", err.message());
+    assert!(
+        err.message().contains("Not A Reference!"),
+        "{}",
+        err.message()
+    );
     let missing = format!("{}/no/such:image", reg.host());
     let err = pull(&mut c, &missing).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("no/such:image"), "{}", err.message());
     assert!(status(&mut c, "no/such:image").await.is_none());
     let err = c
-        .image_status(cri::ImageStatusRequest { image: None, verbose: false })
+        .image_status(cri::ImageStatusRequest {
+            image: None,
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .remove_image(cri::RemoveImageRequest { image: image_spec(" ") })
+        .remove_image(cri::RemoveImageRequest {
+            image: image_spec(" "),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     // a broken hosts.toml is reported, not ignored
     h.write_hosts_toml(&reg.host(), "server = [broken").unwrap();
-    let err = pull(&mut c, &format!("{}/x:y", reg.host())).await.unwrap_err();
+    let err = pull(&mut c, &format!("{}/x:y", reg.host()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("hosts.toml"), "{}", err.message());
     // nothing was stored by any of this

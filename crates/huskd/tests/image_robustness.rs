@@ -1,13 +1,16 @@
 //! Pulls that go wrong: corrupt blobs, dropped connections, a daemon killed half way,
 //! malicious layers, concurrent pulls of one image. Nothing broken is ever left behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
 use futures::StreamExt;
 use husk_api::v1 as api;
 use husk_test_support::{
-    CutProxy, ImageBuilder, LayerBuilder, busybox_image, oci::Compression as C, oci::big_image_seeded,
+    CutProxy, ImageBuilder, LayerBuilder, busybox_image, oci::Compression as C,
+    oci::big_image_seeded,
 };
 use tonic::Code;
 
@@ -20,22 +23,39 @@ async fn corrupt_blob_is_rejected_and_not_stored() {
     reg.corrupt_blob(&layer).unwrap();
     let h = huskd();
     let mut c = h.image_client().await.unwrap();
-    let err = pull(&mut c, &format!("{}/bad/digest:v1", reg.host())).await.unwrap_err();
+    let err = pull(&mut c, &format!("{}/bad/digest:v1", reg.host()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
-    assert!(err.message().contains("digest mismatch"), "{}", err.message());
+    assert!(
+        err.message().contains("digest mismatch"),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains(&layer), "{}", err.message());
     assert!(list(&mut c).await.is_empty());
     let hex = &layer["sha256:".len()..];
-    assert!(!blobs(&h).iter().any(|b| b == hex), "corrupt blob not committed");
+    assert!(
+        !blobs(&h).iter().any(|b| b == hex),
+        "corrupt blob not committed"
+    );
     let ingest = h.root_dir().join("content/ingest");
-    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0, "partial download dropped");
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "partial download dropped"
+    );
 }
 
 #[tokio::test]
 async fn diff_id_mismatch_is_rejected() {
     let reg = registry().await;
     let img = ImageBuilder::new()
-        .layer(LayerBuilder::new().file("f", "x", 0o644, 0, 0).build(C::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .file("f", "x", 0o644, 0, 0)
+                .build(C::Gzip),
+        )
         .edit_config(|v| {
             v["rootfs"]["diff_ids"][0] = serde_json::json!(format!("sha256:{}", "ab".repeat(32)));
         })
@@ -43,7 +63,9 @@ async fn diff_id_mismatch_is_rejected() {
     push(&reg, "bad/diffid", "v1", &img).await;
     let h = huskd();
     let mut c = h.image_client().await.unwrap();
-    let err = pull(&mut c, &format!("{}/bad/diffid:v1", reg.host())).await.unwrap_err();
+    let err = pull(&mut c, &format!("{}/bad/diffid:v1", reg.host()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(list(&mut c).await.is_empty());
     assert!(snapshot_dirs(&h).is_empty());
@@ -79,7 +101,12 @@ async fn dropped_connections_resume_where_they_stopped() {
         "resumed: sent {sent} of {} with {partial} already there",
         img.total_size()
     );
-    assert_eq!(std::fs::read_dir(h.root_dir().join("content/ingest")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(h.root_dir().join("content/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -91,16 +118,21 @@ async fn daemon_killed_mid_pull_leaves_no_broken_image() {
     let name = format!("{}/big/kill:v1", reg.host());
     let mut hc = h.husk_client().await.unwrap();
     let mut stream = hc
-        .pull_image(api::PullImageRequest { image: name.clone(), auth: None })
+        .pull_image(api::PullImageRequest {
+            image: name.clone(),
+            auth: None,
+        })
         .await
         .unwrap()
         .into_inner();
     // Kill the daemon as soon as bytes are flowing.
     while let Some(ev) = stream.next().await {
-        if let Ok(api::PullEvent { event: Some(api::pull_event::Event::Layer(l)) }) = ev {
-            if l.done_bytes > 0 {
-                break;
-            }
+        if let Ok(api::PullEvent {
+            event: Some(api::pull_event::Event::Layer(l)),
+        }) = ev
+            && l.done_bytes > 0
+        {
+            break;
         }
     }
     h.kill().unwrap();
@@ -110,9 +142,11 @@ async fn daemon_killed_mid_pull_leaves_no_broken_image() {
     if let Some(s) = status(&mut c, &name).await {
         assert_eq!(s.id, img.image_id());
     }
-    assert!(std::fs::read_dir(h.root_dir().join("snapshots"))
-        .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    assert!(
+        std::fs::read_dir(h.root_dir().join("snapshots"))
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+    );
     assert_eq!(pull(&mut c, &name).await.unwrap(), img.image_id());
     assert_eq!(snapshot_dirs(&h).len(), 4);
 }

@@ -40,7 +40,9 @@ impl ContentStore {
 
     /// Where a partial download of `d` is kept.
     pub fn ingest_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!("{}-{}", d.algorithm(), d.hex()))
+        self.root
+            .join("ingest")
+            .join(format!("{}-{}", d.algorithm(), d.hex()))
     }
 
     pub fn has(&self, d: &Digest) -> bool {
@@ -60,7 +62,10 @@ impl ContentStore {
             return Err(ImageError::InvalidContent {
                 what: "metadata blob",
                 digest: d.to_string(),
-                message: format!("{} bytes is over the {MAX_METADATA_BLOB} byte limit", meta.len()),
+                message: format!(
+                    "{} bytes is over the {MAX_METADATA_BLOB} byte limit",
+                    meta.len()
+                ),
             });
         }
         let data = fs::read(&p).map_err(|e| ImageError::io("read", &p, e))?;

@@ -55,7 +55,9 @@ pub enum ImageError {
         expected: u64,
         actual: u64,
     },
-    #[error("layer {digest}: uncompressed content hashes to {actual}, image config says {expected}")]
+    #[error(
+        "layer {digest}: uncompressed content hashes to {actual}, image config says {expected}"
+    )]
     DiffIdMismatch {
         digest: Digest,
         expected: String,

@@ -56,7 +56,9 @@ fn bad(message: impl Into<String>) -> ImageError {
 }
 
 fn clean(path: &str) -> String {
-    path.trim_start_matches("./").trim_start_matches('/').to_string()
+    path.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
 }
 
 impl ImageService {
@@ -71,7 +73,9 @@ impl ImageService {
         } else if scanned.small.contains_key("index.json") {
             self.oci_layout(&scanned)?
         } else {
-            return Err(bad("neither manifest.json (docker save) nor index.json (OCI layout) found"));
+            return Err(bad(
+                "neither manifest.json (docker save) nor index.json (OCI layout) found",
+            ));
         };
         if found.is_empty() {
             return Err(bad("the archive holds no image"));
@@ -127,12 +131,14 @@ impl ImageService {
         for d in &idx.manifests {
             let top = d.digest("manifest")?;
             let data = self.content().read(&top).map_err(|_| {
-                bad(format!("index.json names {top}, which is not in the archive"))
+                bad(format!(
+                    "index.json names {top}, which is not in the archive"
+                ))
             })?;
             let mut blobs = BTreeSet::from([top.clone()]);
             let (manifest_digest, manifest, len) =
                 match manifest::parse_manifest(&top, &d.media_type, &data)? {
-                    ManifestKind::Image(m) => (top.clone(), m, data.len() as u64),
+                    ManifestKind::Image(m) => (top.clone(), *m, data.len() as u64),
                     ManifestKind::Index(i) => {
                         let pd = manifest::select_platform(&top, &i, &Platform::host())?;
                         let md = pd.digest("manifest")?;
@@ -145,7 +151,7 @@ impl ImageService {
                             return Err(bad(format!("{md}: nested index")));
                         };
                         blobs.insert(md.clone());
-                        (md, m, mdata.len() as u64)
+                        (md, *m, mdata.len() as u64)
                     }
                 };
             let ann = d.annotations.clone().unwrap_or_default();
@@ -174,10 +180,11 @@ impl ImageService {
         let mut out = Vec::new();
         for e in entries {
             let file = |p: &str| {
-                s.files
-                    .get(&clean(p))
-                    .cloned()
-                    .ok_or_else(|| bad(format!("manifest.json names {p:?}, which is not in the archive")))
+                s.files.get(&clean(p)).cloned().ok_or_else(|| {
+                    bad(format!(
+                        "manifest.json names {p:?}, which is not in the archive"
+                    ))
+                })
             };
             let (config_digest, config_size) = file(&e.config)?;
             let mut layers = Vec::new();
@@ -186,7 +193,9 @@ impl ImageService {
                 let head = {
                     let mut f = self.content().open_blob(&digest)?;
                     let mut b = [0u8; 4];
-                    let n = f.read(&mut b).map_err(|err| ImageError::io("read", l, err))?;
+                    let n = f
+                        .read(&mut b)
+                        .map_err(|err| ImageError::io("read", l, err))?;
                     b[..n].to_vec()
                 };
                 let media_type = match Compression::detect(&head) {
@@ -224,9 +233,11 @@ impl ImageService {
             blocking(move || content.write(&md2, &bytes)).await?;
             let mut names = Vec::new();
             for t in e.repo_tags.unwrap_or_default() {
-                names.push(Reference::parse(&t).map_err(|source| ImageError::InvalidReference {
-                    reference: t.clone(),
-                    source,
+                names.push(Reference::parse(&t).map_err(|source| {
+                    ImageError::InvalidReference {
+                        reference: t.clone(),
+                        source,
+                    }
                 })?);
             }
             out.push(Found {
@@ -251,7 +262,8 @@ fn scan(content: &crate::content::ContentStore, path: &Path) -> Result<Scanned> 
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(|e| ImageError::io("read", path, e))?;
     let comp = Compression::detect(head);
-    let reader = crate::unpack::decompress(r, comp).map_err(|e| bad(format!("decompressing: {e}")))?;
+    let reader =
+        crate::unpack::decompress(r, comp).map_err(|e| bad(format!("decompressing: {e}")))?;
     let mut ar = tar::Archive::new(reader);
     let mut out = Scanned::default();
     for entry in ar.entries().map_err(|e| bad(format!("reading tar: {e}")))? {
@@ -259,7 +271,12 @@ fn scan(content: &crate::content::ContentStore, path: &Path) -> Result<Scanned> 
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = clean(&entry.path().map_err(|e| bad(format!("bad path: {e}")))?.to_string_lossy());
+        let name = clean(
+            &entry
+                .path()
+                .map_err(|e| bad(format!("bad path: {e}")))?
+                .to_string_lossy(),
+        );
         if SMALL_FILES.contains(&name.as_str()) {
             if entry.size() > crate::content::MAX_METADATA_BLOB {
                 return Err(bad(format!("{name} is too large")));
@@ -274,14 +291,14 @@ fn scan(content: &crate::content::ContentStore, path: &Path) -> Result<Scanned> 
         let (digest, size) = content.write_from_reader(&mut entry)?;
         if let Some(rest) = name.strip_prefix("blobs/") {
             let named = rest.replacen('/', ":", 1);
-            if let Ok(want) = Digest::parse(&named) {
-                if want != digest {
-                    let _ = content.delete(&digest);
-                    return Err(ImageError::DigestMismatch {
-                        expected: want.to_string(),
-                        actual: digest.to_string(),
-                    });
-                }
+            if let Ok(want) = Digest::parse(&named)
+                && want != digest
+            {
+                let _ = content.delete(&digest);
+                return Err(ImageError::DigestMismatch {
+                    expected: want.to_string(),
+                    actual: digest.to_string(),
+                });
             }
         }
         out.files.insert(name, (digest, size));

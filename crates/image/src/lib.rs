@@ -3,18 +3,18 @@
 //! snapshots keyed by chain ID, and the image index with garbage collection.
 #![forbid(unsafe_code)]
 
-pub mod digest;
 pub mod content;
+pub mod digest;
 pub mod error;
 pub mod hosts;
 pub mod import;
 mod locks;
 pub mod manifest;
+pub mod reference;
 pub mod registry;
 pub mod service;
 pub mod snapshot;
 pub mod store;
-pub mod reference;
 pub mod unpack;
 
 pub use error::{ErrorKind, ImageError};

@@ -64,7 +64,11 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "os.version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -149,7 +153,7 @@ pub struct Index {
 /// What a fetched manifest document is.
 #[derive(Debug, Clone)]
 pub enum ManifestKind {
-    Image(Manifest),
+    Image(Box<Manifest>),
     Index(Index),
 }
 
@@ -168,8 +172,17 @@ pub fn parse_manifest(digest: &Digest, media_type: &str, data: &[u8]) -> Result<
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    let mut mt = media_type.split(';').next().unwrap_or("").trim().to_string();
-    if mt.is_empty() || mt == "application/json" || mt == "text/plain" || mt == "application/octet-stream" {
+    let mut mt = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if mt.is_empty()
+        || mt == "application/json"
+        || mt == "text/plain"
+        || mt == "application/octet-stream"
+    {
         mt = doc_type.clone();
     }
     if mt.is_empty() {
@@ -187,9 +200,12 @@ pub fn parse_manifest(digest: &Digest, media_type: &str, data: &[u8]) -> Result<
         OCI_MANIFEST | DOCKER_MANIFEST => {
             let m: Manifest = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
             if m.schema_version != 2 {
-                return Err(invalid(format!("schemaVersion {} (want 2)", m.schema_version)));
+                return Err(invalid(format!(
+                    "schemaVersion {} (want 2)",
+                    m.schema_version
+                )));
             }
-            Ok(ManifestKind::Image(m))
+            Ok(ManifestKind::Image(Box::new(m)))
         }
         OCI_INDEX | DOCKER_LIST => {
             let i: Index = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
@@ -222,16 +238,21 @@ pub fn select_platform<'a>(
             best = Some((score, d));
         }
     }
-    best.map(|(_, d)| d).ok_or_else(|| ImageError::NoMatchingPlatform {
-        digest: index_digest.clone(),
-        platform: want.to_string(),
-        available: index
-            .manifests
-            .iter()
-            .map(|d| d.platform.as_ref().map_or("unknown".into(), |p| p.to_string()))
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    best.map(|(_, d)| d)
+        .ok_or_else(|| ImageError::NoMatchingPlatform {
+            digest: index_digest.clone(),
+            platform: want.to_string(),
+            available: index
+                .manifests
+                .iter()
+                .map(|d| {
+                    d.platform
+                        .as_ref()
+                        .map_or("unknown".into(), |p| p.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// The subset of the OCI image configuration husk reads.
@@ -353,13 +374,39 @@ mod tests {
             ],
         };
         let dg = Digest::sha256_of(b"i");
-        let amd = Platform { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
-        assert_eq!(select_platform(&dg, &idx, &amd).unwrap().digest, "sha256:bb");
-        let arm = Platform { architecture: "arm".into(), os: "linux".into(), variant: Some("v7".into()), ..Default::default() };
-        assert_eq!(select_platform(&dg, &idx, &arm).unwrap().digest, "sha256:dd");
-        let arm64 = Platform { architecture: "arm64".into(), os: "linux".into(), ..Default::default() };
-        assert_eq!(select_platform(&dg, &idx, &arm64).unwrap().digest, "sha256:aa");
-        let s390 = Platform { architecture: "s390x".into(), os: "linux".into(), ..Default::default() };
+        let amd = Platform {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            select_platform(&dg, &idx, &amd).unwrap().digest,
+            "sha256:bb"
+        );
+        let arm = Platform {
+            architecture: "arm".into(),
+            os: "linux".into(),
+            variant: Some("v7".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            select_platform(&dg, &idx, &arm).unwrap().digest,
+            "sha256:dd"
+        );
+        let arm64 = Platform {
+            architecture: "arm64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            select_platform(&dg, &idx, &arm64).unwrap().digest,
+            "sha256:aa"
+        );
+        let s390 = Platform {
+            architecture: "s390x".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
         let err = select_platform(&dg, &idx, &s390).unwrap_err();
         assert!(err.to_string().contains("linux/amd64"), "{err}");
     }

@@ -197,12 +197,11 @@ impl RegistryClient {
             if let Some(key) = key {
                 pem.extend(std::fs::read(key).map_err(|e| ImageError::io("read", key, e))?);
             }
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                ImageError::RegistryUnreachable {
+            let id =
+                reqwest::Identity::from_pem(&pem).map_err(|e| ImageError::RegistryUnreachable {
                     host: authority(&host.url),
                     message: format!("bad client certificate {}: {e}", cert.display()),
-                }
-            })?;
+                })?;
             b = b.identity(id);
         }
         let c = b.build().map_err(|e| ImageError::RegistryUnreachable {
@@ -232,17 +231,22 @@ impl Repo<'_> {
     pub async fn resolve(&self) -> Result<(Digest, String, Bytes)> {
         let object = self.reference.object();
         let (resp, _) = self
-            .get(Purpose::Resolve, &format!("manifests/{object}"), ACCEPT_MANIFESTS, None)
+            .get(
+                Purpose::Resolve,
+                &format!("manifests/{object}"),
+                ACCEPT_MANIFESTS,
+                None,
+            )
             .await?;
         let (mt, body) = read_manifest_body(resp, &self.reference.to_string()).await?;
         let computed = Digest::sha256_of(&body);
-        if let Some(want) = self.reference.digest() {
-            if want != &computed {
-                return Err(ImageError::DigestMismatch {
-                    expected: want.to_string(),
-                    actual: computed.to_string(),
-                });
-            }
+        if let Some(want) = self.reference.digest()
+            && want != &computed
+        {
+            return Err(ImageError::DigestMismatch {
+                expected: want.to_string(),
+                actual: computed.to_string(),
+            });
         }
         Ok((computed, mt, body))
     }
@@ -250,7 +254,12 @@ impl Repo<'_> {
     /// Fetches a manifest by digest, verified.
     pub async fn fetch_manifest(&self, digest: &Digest) -> Result<(String, Bytes)> {
         let (resp, _) = self
-            .get(Purpose::Pull, &format!("manifests/{digest}"), ACCEPT_MANIFESTS, None)
+            .get(
+                Purpose::Pull,
+                &format!("manifests/{digest}"),
+                ACCEPT_MANIFESTS,
+                None,
+            )
             .await?;
         let (mt, body) = read_manifest_body(resp, &digest.to_string()).await?;
         crate::content::verify(digest, &body)?;
@@ -261,7 +270,12 @@ impl Repo<'_> {
     pub async fn fetch_blob(&self, digest: &Digest, offset: u64) -> Result<BlobResponse> {
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let (response, host) = self
-            .get(Purpose::Pull, &format!("blobs/{digest}"), "*/*", range.as_deref())
+            .get(
+                Purpose::Pull,
+                &format!("blobs/{digest}"),
+                "*/*",
+                range.as_deref(),
+            )
             .await?;
         let resumed = response.status() == StatusCode::PARTIAL_CONTENT;
         Ok(BlobResponse {
@@ -294,7 +308,9 @@ impl Repo<'_> {
             let name = authority(&host.url);
             match self.send(host, &url, accept, range).await {
                 Ok(resp) if resp.status().is_success() => return Ok((resp, name)),
-                Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some() => {
+                Ok(resp)
+                    if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some() =>
+                {
                     // What we have is not a prefix the server accepts: start over from 0.
                     return Box::pin(self.get(purpose, suffix, accept, None)).await;
                 }
@@ -325,8 +341,8 @@ impl Repo<'_> {
         }
         if all_not_found || last_err.is_none() {
             return Err(ImageError::ManifestNotFound {
-                reference: if suffix.starts_with("blobs/") {
-                    format!("{}@{}", self.reference.repository(), &suffix["blobs/".len()..])
+                reference: if let Some(blob) = suffix.strip_prefix("blobs/") {
+                    format!("{}@{}", self.reference.repository(), blob)
                 } else {
                     self.reference.to_string()
                 },
@@ -367,10 +383,13 @@ impl Repo<'_> {
             if let Some(a) = &auth {
                 req = req.header(header::AUTHORIZATION, a.as_str());
             }
-            let resp = req.send().await.map_err(|e| ImageError::RegistryUnreachable {
-                host: name.clone(),
-                message: error_chain(&e),
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ImageError::RegistryUnreachable {
+                    host: name.clone(),
+                    message: error_chain(&e),
+                })?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -394,7 +413,10 @@ impl Repo<'_> {
                     message: "401 without a usable WWW-Authenticate challenge".into(),
                 });
             };
-            auth = Some(self.authorize(&http, &name, &scope, &challenge, creds).await?);
+            auth = Some(
+                self.authorize(&http, &name, &scope, &challenge, creds)
+                    .await?,
+            );
         }
         Err(ImageError::AuthFailed {
             host: name,
@@ -424,9 +446,9 @@ impl Repo<'_> {
         };
         match challenge.scheme.as_str() {
             "basic" => {
-                let c = creds
-                    .filter(|c| !c.username.is_empty())
-                    .ok_or_else(|| fail("registry requires basic auth and no credentials were given".into()))?;
+                let c = creds.filter(|c| !c.username.is_empty()).ok_or_else(|| {
+                    fail("registry requires basic auth and no credentials were given".into())
+                })?;
                 let v = base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", c.username, c.password));
                 Ok(format!("Basic {v}"))
@@ -473,7 +495,10 @@ impl Repo<'_> {
                 if !resp.status().is_success() {
                     let status = resp.status();
                     let body = error_body(resp).await;
-                    return Err(fail(format!("token server {} answered {status}: {body}", authority(&realm))));
+                    return Err(fail(format!(
+                        "token server {} answered {status}: {body}",
+                        authority(&realm)
+                    )));
                 }
                 #[derive(serde::Deserialize)]
                 struct TokenResponse {
@@ -488,7 +513,11 @@ impl Repo<'_> {
                     .json()
                     .await
                     .map_err(|e| fail(format!("bad token response: {e}")))?;
-                let token = if t.access_token.is_empty() { t.token } else { t.access_token };
+                let token = if t.access_token.is_empty() {
+                    t.token
+                } else {
+                    t.access_token
+                };
                 if token.is_empty() {
                     return Err(fail("token server returned no token".into()));
                 }
@@ -525,10 +554,13 @@ async fn read_manifest_body(resp: reqwest::Response, what: &str) -> Result<(Stri
             message: "too large".into(),
         });
     }
-    let body = resp.bytes().await.map_err(|e| ImageError::RegistryUnreachable {
-        host: what.to_string(),
-        message: error_chain(&e),
-    })?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ImageError::RegistryUnreachable {
+            host: what.to_string(),
+            message: error_chain(&e),
+        })?;
     Ok((mt, body))
 }
 
@@ -645,15 +677,27 @@ mod tests {
     #[test]
     fn cri_auth_is_decoded() {
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cr:et");
-        let c = Credentials::from_cri("", "", &auth, "", "", "").unwrap().unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "s3cr:et"));
-        assert!(Credentials::from_cri("", "", "", "", "", "").unwrap().is_none());
+        let c = Credentials::from_cri("", "", &auth, "", "", "")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("alice", "s3cr:et")
+        );
+        assert!(
+            Credentials::from_cri("", "", "", "", "", "")
+                .unwrap()
+                .is_none()
+        );
         assert!(Credentials::from_cri("", "", "!!", "", "", "").is_err());
     }
 
     #[test]
     fn credentials_follow_server_address() {
-        let mut c = Credentials { username: "u".into(), ..Default::default() };
+        let mut c = Credentials {
+            username: "u".into(),
+            ..Default::default()
+        };
         assert!(c.applies_to("anything:5000"));
         c.server_address = "https://index.docker.io/v1/".into();
         assert!(c.applies_to("registry-1.docker.io"));

@@ -120,7 +120,13 @@ fn send(progress: Option<&ProgressSender>, ev: PullEvent) {
     }
 }
 
-fn layer_ev(progress: Option<&ProgressSender>, digest: &Digest, total: u64, done: u64, phase: LayerPhase) {
+fn layer_ev(
+    progress: Option<&ProgressSender>,
+    digest: &Digest,
+    total: u64,
+    done: u64,
+    phase: LayerPhase,
+) {
     send(
         progress,
         PullEvent::Layer(LayerProgress {
@@ -226,10 +232,11 @@ impl ImageService {
         creds: Option<Credentials>,
         progress: Option<ProgressSender>,
     ) -> Result<PullResult> {
-        let r = Reference::parse(reference.trim()).map_err(|source| ImageError::InvalidReference {
-            reference: reference.to_string(),
-            source,
-        })?;
+        let r =
+            Reference::parse(reference.trim()).map_err(|source| ImageError::InvalidReference {
+                reference: reference.to_string(),
+                source,
+            })?;
         let progress = progress.as_ref();
         // Pulls of the same reference share the work: the second finds everything present.
         let _pull = self.pull_locks.lock(r.to_string()).await;
@@ -243,7 +250,7 @@ impl ImageService {
         self.store_blob(&top_digest, bytes.to_vec()).await?;
         blobs.insert(top_digest.clone());
         let (manifest_digest, manifest, manifest_len) = match top {
-            ManifestKind::Image(m) => (top_digest.clone(), m, bytes.len() as u64),
+            ManifestKind::Image(m) => (top_digest.clone(), *m, bytes.len() as u64),
             ManifestKind::Index(idx) => {
                 let desc = manifest::select_platform(&top_digest, &idx, &self.platform)?;
                 let md = desc.digest("manifest")?;
@@ -252,9 +259,13 @@ impl ImageService {
                 } else {
                     repo.fetch_manifest(&md).await?
                 };
-                let mt = if mt.is_empty() { desc.media_type.clone() } else { mt };
+                let mt = if mt.is_empty() {
+                    desc.media_type.clone()
+                } else {
+                    mt
+                };
                 let m = match manifest::parse_manifest(&md, &mt, &data)? {
-                    ManifestKind::Image(m) => m,
+                    ManifestKind::Image(m) => *m,
                     ManifestKind::Index(_) => {
                         return Err(ImageError::InvalidContent {
                             what: "index",
@@ -272,7 +283,9 @@ impl ImageService {
         check_config_media_type(&manifest)?;
         let config_size = manifest.config.size("config")?;
         if !self.content.has(&config_digest) {
-            let data = self.fetch_small_blob(&repo, &config_digest, config_size).await?;
+            let data = self
+                .fetch_small_blob(&repo, &config_digest, config_size)
+                .await?;
             self.store_blob(&config_digest, data).await?;
         }
         blobs.insert(config_digest.clone());
@@ -296,7 +309,8 @@ impl ImageService {
             },
         );
 
-        self.fetch_and_unpack(Some(&repo), &layers, progress).await?;
+        self.fetch_and_unpack(Some(&repo), &layers, progress)
+            .await?;
 
         let size = manifest_len + config_size + layers.iter().map(|l| l.size).sum::<u64>();
         let image_ref = r.with_digest(&top_digest);
@@ -466,9 +480,13 @@ impl ImageService {
                 message: format!("layer {} is missing from the archive", l.digest),
             });
         };
-        let _permit = self.downloads.acquire().await.map_err(|e| ImageError::Task {
-            message: e.to_string(),
-        })?;
+        let _permit = self
+            .downloads
+            .acquire()
+            .await
+            .map_err(|e| ImageError::Task {
+                message: e.to_string(),
+            })?;
         let mut attempt = 0;
         loop {
             match self.download(repo, l, progress).await {
@@ -691,12 +709,12 @@ impl ImageService {
         let Some((mut rec, how)) = self.images.resolve(query)? else {
             return Ok(());
         };
-        if let Match::Tag(tag) = &how {
-            if rec.repo_tags.len() > 1 {
-                rec.repo_tags.retain(|t| t != tag);
-                tracing::info!(image = %rec.id, %tag, "untagged image");
-                return self.images.put(rec);
-            }
+        if let Match::Tag(tag) = &how
+            && rec.repo_tags.len() > 1
+        {
+            rec.repo_tags.retain(|t| t != tag);
+            tracing::info!(image = %rec.id, %tag, "untagged image");
+            return self.images.put(rec);
         }
         self.images.delete(&rec.id)?;
         tracing::info!(image = %rec.id, "removed image");

@@ -123,9 +123,12 @@ impl Snapshotter {
         let inner = self.lock();
         let mut out = Vec::with_capacity(chain_ids.len());
         for c in chain_ids.iter().rev() {
-            let info = inner.by_chain.get(c).ok_or_else(|| ImageError::ImageNotFound {
-                reference: format!("snapshot {c}"),
-            })?;
+            let info = inner
+                .by_chain
+                .get(c)
+                .ok_or_else(|| ImageError::ImageNotFound {
+                    reference: format!("snapshot {c}"),
+                })?;
             out.push(self.dir.join(info.id.to_string()).join("fs"));
         }
         Ok(out)
@@ -229,7 +232,10 @@ mod tests {
         let s = Snapshotter::open(d.path()).unwrap();
         assert_eq!(s.get(&c).unwrap(), info);
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
-        assert_eq!(s.lowerdirs(&[c.clone()]).unwrap(), vec![s.fs_path(&info)]);
+        assert_eq!(
+            s.lowerdirs(std::slice::from_ref(&c)).unwrap(),
+            vec![s.fs_path(&info)]
+        );
         s.remove(&c).unwrap();
         s.remove(&c).unwrap();
         assert!(s.get(&c).is_none());

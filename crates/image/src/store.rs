@@ -82,7 +82,10 @@ impl ImageStore {
             let e = e.map_err(|e| ImageError::io("list", &dir, e))?;
             let path = e.path();
             if path.extension().and_then(|x| x.to_str()) != Some("json") {
-                if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                {
                     let _ = fs::remove_file(&path); // temp file of an interrupted write
                 }
                 continue;
@@ -158,14 +161,20 @@ impl ImageStore {
         }
         let images = self.read();
         let hex = q.strip_prefix("sha256:").unwrap_or(q);
-        if is_image_id(q) {
-            if let Some(r) = images.values().find(|r| r.id.hex() == hex) {
-                return Ok(Some((r.clone(), Match::Id)));
-            }
+        if is_image_id(q)
+            && let Some(r) = images.values().find(|r| r.id.hex() == hex)
+        {
+            return Ok(Some((r.clone(), Match::Id)));
         }
-        let looks_hex = hex.len() >= 3 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        let looks_hex = hex.len() >= 3
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if looks_hex && hex.len() < 64 {
-            let hits: Vec<_> = images.values().filter(|r| r.id.hex().starts_with(hex)).collect();
+            let hits: Vec<_> = images
+                .values()
+                .filter(|r| r.id.hex().starts_with(hex))
+                .collect();
             if hits.len() == 1 {
                 return Ok(Some((hits[0].clone(), Match::Id)));
             }
@@ -189,10 +198,10 @@ impl ImageStore {
             }
             return Ok(None);
         }
-        if let Some(t) = r.tagged() {
-            if let Some(x) = images.values().find(|x| x.repo_tags.contains(&t)) {
-                return Ok(Some((x.clone(), Match::Tag(t))));
-            }
+        if let Some(t) = r.tagged()
+            && let Some(x) = images.values().find(|x| x.repo_tags.contains(&t))
+        {
+            return Ok(Some((x.clone(), Match::Tag(t))));
         }
         Ok(None)
     }
@@ -221,10 +230,11 @@ pub enum Match {
 
 fn load(path: &Path) -> Result<ImageRecord> {
     let data = fs::read(path).map_err(|e| ImageError::io("read", path, e))?;
-    let rec: ImageRecord = serde_json::from_slice(&data).map_err(|e| ImageError::CorruptMetadata {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let rec: ImageRecord =
+        serde_json::from_slice(&data).map_err(|e| ImageError::CorruptMetadata {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     if rec.version != RECORD_VERSION {
         return Err(ImageError::CorruptMetadata {
             path: path.to_path_buf(),
@@ -245,7 +255,10 @@ mod tests {
             manifest: id.clone(),
             id,
             repo_tags: tags.iter().map(|s| s.to_string()).collect(),
-            repo_digests: vec![format!("docker.io/library/busybox@{}", Digest::sha256_of(b"m"))],
+            repo_digests: vec![format!(
+                "docker.io/library/busybox@{}",
+                Digest::sha256_of(b"m")
+            )],
             layers: vec![],
             blobs: BTreeSet::new(),
             size: 1,
@@ -265,9 +278,15 @@ mod tests {
         assert_eq!(s.resolve(&r.id.to_string()).unwrap().unwrap().1, Match::Id);
         assert_eq!(s.resolve(&hex).unwrap().unwrap().1, Match::Id);
         assert_eq!(s.resolve(&hex[..12]).unwrap().unwrap().1, Match::Id);
-        assert!(matches!(s.resolve("busybox").unwrap().unwrap().1, Match::Tag(_)));
         assert!(matches!(
-            s.resolve(&format!("busybox@{}", Digest::sha256_of(b"m"))).unwrap().unwrap().1,
+            s.resolve("busybox").unwrap().unwrap().1,
+            Match::Tag(_)
+        ));
+        assert!(matches!(
+            s.resolve(&format!("busybox@{}", Digest::sha256_of(b"m")))
+                .unwrap()
+                .unwrap()
+                .1,
             Match::Digest(_)
         ));
         assert!(s.resolve("nothere").unwrap().is_none());

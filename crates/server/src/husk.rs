@@ -115,11 +115,18 @@ impl api::husk_server::Husk for Husk {
                     .await
                     .map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))?;
             }
-            f.flush().await.map_err(|e| Status::internal(e.to_string()))?;
+            f.flush()
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
             if total == 0 {
                 return Err(Status::invalid_argument("empty archive"));
             }
-            let recs = self.s.images.import_archive(&path).await.map_err(ImageErr)?;
+            let recs = self
+                .s
+                .images
+                .import_archive(&path)
+                .await
+                .map_err(ImageErr)?;
             Ok(api::ImportImageResponse {
                 images: recs
                     .iter()

@@ -17,18 +17,24 @@ pub struct Images {
 fn image_arg(spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
     let name = spec.map(|s| s.image.trim()).unwrap_or_default();
     if name.is_empty() {
-        return Err(Status::invalid_argument("image spec is required: image must name an image"));
+        return Err(Status::invalid_argument(
+            "image spec is required: image must name an image",
+        ));
     }
     Ok(name.to_string())
 }
 
 /// Whether `rec` matches a ListImages filter: the image a status query would find, or, for a
 /// filter without tag or digest, any tag or digest of that repository.
-fn matches_filter(svc: &husk_image::ImageService, filter: &str, rec: &husk_image::ImageRecord) -> bool {
-    if let Ok(Some(found)) = svc.status(filter) {
-        if found.id == rec.id {
-            return true;
-        }
+fn matches_filter(
+    svc: &husk_image::ImageService,
+    filter: &str,
+    rec: &husk_image::ImageRecord,
+) -> bool {
+    if let Ok(Some(found)) = svc.status(filter)
+        && found.id == rec.id
+    {
+        return true;
     }
     let last = filter.rsplit('/').next().unwrap_or(filter);
     if last.contains(':') || last.contains('@') {
@@ -41,7 +47,10 @@ fn matches_filter(svc: &husk_image::ImageService, filter: &str, rec: &husk_image
     rec.repo_tags
         .iter()
         .chain(rec.repo_digests.iter())
-        .any(|t| t.strip_prefix(&repo).is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@')))
+        .any(|t| {
+            t.strip_prefix(&repo)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'))
+        })
 }
 
 #[tonic::async_trait]
@@ -105,7 +114,12 @@ impl CriImageService for Images {
         let req = request.into_inner();
         let name = image_arg(req.image.as_ref())?;
         let creds = convert::credentials(req.auth.as_ref())?;
-        let res = self.s.images.pull(&name, creds, None).await.map_err(ImageErr)?;
+        let res = self
+            .s
+            .images
+            .pull(&name, creds, None)
+            .await
+            .map_err(ImageErr)?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: res.image.id.to_string(),
         }))
@@ -139,8 +153,12 @@ impl CriImageService for Images {
                 fs_id: Some(cri::FilesystemIdentifier {
                     mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
                 }),
-                used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
-                inodes_used: Some(cri::UInt64Value { value: usage.inodes_used }),
+                used_bytes: Some(cri::UInt64Value {
+                    value: usage.used_bytes,
+                }),
+                inodes_used: Some(cri::UInt64Value {
+                    value: usage.inodes_used,
+                }),
             }],
             container_filesystems: vec![],
         }))

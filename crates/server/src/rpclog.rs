@@ -45,7 +45,11 @@ where
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             if let Ok(resp) = &res {
                 // Errors come back trailers-only, with grpc-status in the headers.
-                match resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+                match resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                {
                     Some(code) if code != "0" => {
                         let msg = resp
                             .headers()

@@ -55,7 +55,9 @@ mod tests {
         assert_eq!(code(ErrorKind::NotFound), Code::NotFound);
         assert_eq!(code(ErrorKind::InvalidArgument), Code::InvalidArgument);
         assert_eq!(code(ErrorKind::DataLoss), Code::DataLoss);
-        let e = ImageError::ImageNotFound { reference: "busybox".into() };
+        let e = ImageError::ImageNotFound {
+            reference: "busybox".into(),
+        };
         let s: Status = ImageErr(e).into();
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("busybox"));

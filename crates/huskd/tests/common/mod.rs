@@ -15,7 +15,9 @@ pub fn huskd() -> Huskd {
 }
 
 pub async fn registry() -> Registry {
-    Registry::start(RegistryOptions::default()).await.expect("start registry")
+    Registry::start(RegistryOptions::default())
+        .await
+        .expect("start registry")
 }
 
 /// A port on 127.0.0.1 nothing listens on: the "upstream" of mirrored test names, so that a
@@ -95,7 +97,10 @@ pub fn snapshot_dirs(h: &Huskd) -> Vec<PathBuf> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().parse::<u64>().is_ok()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().parse::<u64>().is_ok())
+                })
                 .map(|p| p.join("fs"))
                 .collect()
         })
@@ -107,7 +112,11 @@ pub fn snapshot_dirs(h: &Huskd) -> Vec<PathBuf> {
 /// Committed blobs in the content store.
 pub fn blobs(h: &Huskd) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(h.root_dir().join("content/blobs/sha256"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -132,7 +141,11 @@ impl Overlay {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = format!(
             "lowerdir={}",
-            lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+            lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
         );
         let st = std::process::Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &opts])
@@ -150,6 +163,8 @@ impl Overlay {
 
 impl Drop for Overlay {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }

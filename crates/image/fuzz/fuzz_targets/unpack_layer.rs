@@ -60,7 +60,17 @@ fuzz_target!(|data: &[u8]| {
     std::os::unix::fs::symlink("../../../..", lower.join("up")).expect("symlink");
     let before = snapshot(tmp.path(), &root);
     let passwd = seen(Path::new("/etc/passwd"));
-    let _ = unpack_layer(data, &root, &UnpackOptions { lowers: vec![lower] });
-    assert_eq!(before, snapshot(tmp.path(), &root), "something outside the target changed");
+    let _ = unpack_layer(
+        data,
+        &root,
+        &UnpackOptions {
+            lowers: vec![lower],
+        },
+    );
+    assert_eq!(
+        before,
+        snapshot(tmp.path(), &root),
+        "something outside the target changed"
+    );
     assert_eq!(passwd, seen(Path::new("/etc/passwd")));
 });

@@ -99,14 +99,14 @@ impl Layers {
             .map_err(io_err("open", &RelPath::root()))?;
         for (i, name) in path.components().iter().enumerate() {
             let prefix = path.prefix(i + 1);
-            match self.open_dir(&prefix) {
+            let open_err = match self.open_dir(&prefix) {
                 Ok(fd) => {
                     cur = fd;
                     continue;
                 }
-                Err(Errno::NOENT | Errno::NOTDIR) => {}
+                Err(e @ (Errno::NOENT | Errno::NOTDIR)) => e,
                 Err(e) => return Err(io_err("resolve directory", &prefix)(e)),
-            }
+            };
             // `cur` is the (resolved) directory holding `name`, which is missing or not a dir.
             let err = io_err("create parent directory", &prefix);
             let existing = fsops::stat_at(cur.as_fd(), name).map_err(io_err("stat", &prefix))?;
@@ -117,9 +117,10 @@ impl Layers {
                         .map_err(io_err("remove whiteout", &prefix))?;
                     true
                 }
-                // A dangling symlink resolves to ENOENT; anything else is not a directory.
+                // A dangling symlink (or one to a non-directory) is not followed to create
+                // its target; containerd would create it, we refuse.
                 Some(st) if fsops::file_type(&st) == FileType::Symlink => {
-                    return Err(err(Errno::NOENT));
+                    return Err(err(open_err));
                 }
                 Some(_) => return Err(err(Errno::NOTDIR)),
             };
