@@ -5,6 +5,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::bench::BenchCommand;
+use crate::commands::containers::{CreateArgs, InspectArgs, PsArgs, RmArgs, StartArgs, StopArgs};
+use crate::commands::exec::ExecArgs;
+use crate::commands::logs::LogsArgs;
+use crate::commands::pods::{InspectpArgs, PodsArgs, RmpArgs, RunpArgs, StoppArgs};
+use crate::commands::run::RunArgs;
 
 /// The default endpoint of huskd.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/husk/husk.sock";
@@ -104,6 +109,34 @@ pub enum Command {
     Imagefsinfo(ImageFsInfoArgs),
     /// Import an OCI image layout or `docker save` archive (tar, optionally gzip)
     Import(ImportArgs),
+    /// Run a new pod sandbox from a config file
+    Runp(RunpArgs),
+    /// Stop one or more pod sandboxes
+    Stopp(StoppArgs),
+    /// Remove one or more pod sandboxes
+    Rmp(RmpArgs),
+    /// List pod sandboxes
+    Pods(PodsArgs),
+    /// Show the status of one or more pod sandboxes
+    Inspectp(InspectpArgs),
+    /// Create a container in a pod from a config file
+    Create(CreateArgs),
+    /// Start one or more created containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Show the status of one or more containers
+    Inspect(InspectArgs),
+    /// Print a container's logs
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Pull the image, then run a pod and a container in it
+    Run(RunArgs),
     /// Measure runtime performance
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -276,7 +276,13 @@ pub fn describe_status(rpc: &str, status: &Status) -> String {
             }
             s
         }
-        Code::Unavailable => format!("huskd is unavailable ({rpc}): {}", or_code(&msg, code)),
+        // tonic attaches the transport error as the source when the call never reached huskd;
+        // an Unavailable that huskd sent itself (a registry it cannot reach) reads as is.
+        Code::Unavailable if std::error::Error::source(status).is_some() => {
+            format!("huskd is unavailable ({rpc}): {}", or_code(&msg, code))
+        }
+        Code::Unavailable if !msg.is_empty() => msg,
+        Code::Unavailable => format!("{rpc}: {}", code.description().to_lowercase()),
         Code::DeadlineExceeded => format!("{rpc} timed out: {}", or_code(&msg, code)),
         Code::Cancelled => format!("{rpc} was cancelled: {}", or_code(&msg, code)),
         Code::NotFound
@@ -371,9 +377,15 @@ mod tests {
             d(Code::Internal, "disk\nfull"),
             "ImageStatus failed: disk; full (Internal)"
         );
+        let mut transport = Status::new(Code::Unavailable, "gone");
+        transport.set_source(std::sync::Arc::new(std::io::Error::other("broken pipe")));
         assert_eq!(
-            d(Code::Unavailable, "gone"),
+            describe_status("ImageStatus", &transport),
             "huskd is unavailable (ImageStatus): gone"
+        );
+        assert_eq!(
+            d(Code::Unavailable, "registry r:1 unreachable"),
+            "registry r:1 unreachable"
         );
     }
 

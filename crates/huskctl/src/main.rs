@@ -5,7 +5,11 @@
 mod cli;
 mod client;
 mod commands;
+mod cri_config;
+mod cri_display;
+mod cri_log;
 mod output;
+mod probe;
 
 use std::process::ExitCode;
 
@@ -25,18 +29,15 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("huskctl: {e:#}");
-            ExitCode::FAILURE
-        }
+        // `huskctl images | head` closing the pipe early is not a failure.
+        Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // `exec` passing on the command's exit code: nothing to print.
+        Err(e) => match e.downcast_ref::<commands::Exit>() {
+            Some(exit) => ExitCode::from(exit.0),
+            None => {
+                eprintln!("huskctl: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
-}
-
-/// `huskctl images | head` closing the pipe early is not a failure.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -163,22 +163,41 @@ pub fn print_data<T: Serialize>(format: DataFormat, value: &T) -> anyhow::Result
 /// The crictl shape for a status plus a verbose info map: `{"status": …, <key>: <value>…}`,
 /// each info value parsed as JSON when it is JSON, kept as a string otherwise. huskd (like
 /// containerd) puts its details under the info key `"info"`, giving `{"status", "info"}`.
+/// Keys keep that order when printed (status first, then `extra`, then info keys sorted), so
+/// `huskctl inspecti busybox | head` shows the status.
 pub fn status_with_info<S: Serialize>(
     status: &S,
     extra: Vec<(&str, Value)>,
     info: &HashMap<String, String>,
-) -> anyhow::Result<Value> {
-    let mut doc = serde_json::Map::new();
-    doc.insert("status".into(), serde_json::to_value(status)?);
+) -> anyhow::Result<StatusDoc> {
+    let mut entries = vec![("status".to_string(), serde_json::to_value(status)?)];
     for (k, v) in extra {
-        doc.insert(k.into(), v);
+        entries.push((k.to_string(), v));
     }
     let sorted: BTreeMap<_, _> = info.iter().collect();
     for (k, v) in sorted {
+        if entries.iter().any(|(have, _)| have == k) {
+            continue;
+        }
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()));
-        doc.insert(k.clone(), value);
+        entries.push((k.clone(), value));
     }
-    Ok(Value::Object(doc))
+    Ok(StatusDoc(entries))
+}
+
+/// A JSON/YAML object whose keys print in insertion order (see [`status_with_info`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusDoc(Vec<(String, Value)>);
+
+impl Serialize for StatusDoc {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Formats a CRI timestamp (nanoseconds since the epoch) as RFC 3339 UTC.
@@ -269,8 +288,13 @@ localhost:5000/x            v1                  0123456789abc       999B
             ("note".to_string(), "not json".to_string()),
         ]);
         let doc = status_with_info(&serde_json::json!({"id": "x"}), vec![], &info).ok();
+        let text = doc.as_ref().and_then(|d| serde_json::to_string(d).ok());
         assert_eq!(
-            doc,
+            text.as_deref(),
+            Some(r#"{"status":{"id":"x"},"info":{"chainID":"sha256:1"},"note":"not json"}"#)
+        );
+        assert_eq!(
+            doc.and_then(|d| serde_json::to_value(d).ok()),
             Some(serde_json::json!({
                 "status": {"id": "x"},
                 "info": {"chainID": "sha256:1"},

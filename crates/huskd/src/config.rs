@@ -27,6 +27,10 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeConfig>,
     /// The handler used when a pod names none; crun when installed, else runc.
     pub default_runtime: Option<String>,
+    /// `cgroupfs` or `systemd`, as the kubelet's cgroupDriver.
+    pub cgroup_driver: String,
+    /// The `husk-monitor` binary; default: next to `huskd`, else from PATH.
+    pub monitor_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -77,6 +81,8 @@ impl Default for Config {
             cni: CniConfig::default(),
             runtimes,
             default_runtime: None,
+            cgroup_driver: "cgroupfs".into(),
+            monitor_path: None,
         }
     }
 }
@@ -173,6 +179,12 @@ impl Config {
                 "log_level = {:?}: not a level (error, warn, info, debug, trace)",
                 self.log_level
             );
+        }
+        if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
+            bail!("cgroup_driver = {:?}: must be \"cgroupfs\" or \"systemd\"", self.cgroup_driver);
+        }
+        if self.cgroup_driver == "systemd" {
+            bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");
         }
         if self.registry.max_concurrent_downloads == 0 {
             bail!("registry.max_concurrent_downloads = 0: must be at least 1");

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Parser;
 use husk_image::{ImageService, ImageServiceConfig};
+use husk_engine::{CgroupDriver, Engine, EngineConfig};
 use husk_server::{DaemonInfo, RpcLogLayer, Services};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -117,11 +118,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let mut icfg = ImageServiceConfig::new(&cfg.root, &cfg.registry.config_path);
     icfg.max_concurrent_downloads = cfg.registry.max_concurrent_downloads;
-    let images = tokio::task::spawn_blocking(move || ImageService::open(icfg))
-        .await?
-        .context("opening the image store")?;
+    let images = Arc::new(
+        tokio::task::spawn_blocking(move || ImageService::open(icfg))
+            .await?
+            .context("opening the image store")?,
+    );
+    husk_sys::process::become_subreaper().context("becoming a child subreaper")?;
+    let ecfg = engine_config(&cfg, &runtime_name)?;
+    let engine = {
+        let images = images.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Engine::open(ecfg, images))
+                .await?
+                .context("opening the pod and container store")?,
+        )
+    };
+    engine.recover().await.context("recovering pods and containers")?;
+    spawn_reaper(&cfg);
     let services = Services {
-        images: Arc::new(images),
+        engine,
+        images,
         info: Arc::new(DaemonInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             config_json: serde_json::to_value(&cfg)?,
@@ -185,4 +201,73 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     result?;
     tracing::info!("huskd stopped");
     Ok(())
+}
+
+/// The engine's settings from the daemon's config.
+fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineConfig> {
+    let mut runtimes = std::collections::BTreeMap::new();
+    for (name, rt) in &cfg.runtimes {
+        let path = config::find_binary(&rt.path).unwrap_or_else(|| PathBuf::from(&rt.path));
+        runtimes.insert(
+            name.clone(),
+            husk_oci::RuntimeConfig {
+                systemd_cgroup: cfg.cgroup_driver == "systemd",
+                ..husk_oci::RuntimeConfig::new(
+                    name.clone(),
+                    path,
+                    cfg.state_dir.join("runtimes").join(name),
+                )
+            },
+        );
+    }
+    let monitor_bin = match &cfg.monitor_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("husk-monitor")))
+            .filter(|p| p.is_file())
+            .or_else(|| config::find_binary("husk-monitor"))
+            .context("husk-monitor not found next to huskd nor in PATH (set monitor_path)")?,
+    };
+    Ok(EngineConfig {
+        root: cfg.root.clone(),
+        state_dir: cfg.state_dir.clone(),
+        runtimes,
+        default_runtime: default_runtime.to_string(),
+        monitor_bin,
+        cgroup_driver: if cfg.cgroup_driver == "systemd" {
+            CgroupDriver::Systemd
+        } else {
+            CgroupDriver::Cgroupfs
+        },
+        default_cgroup_parent: "/husk".into(),
+        host_resolv_conf: "/etc/resolv.conf".into(),
+        shm_size: 64 << 20,
+    })
+}
+
+/// As a child subreaper we inherit orphans (e.g. processes of a container whose monitor died):
+/// reap them on every SIGCHLD and every few seconds. Processes we spawn and wait for ourselves
+/// (runtimes, monitors) are left to their waiters.
+fn spawn_reaper(cfg: &Config) {
+    let mut skip: Vec<String> = vec!["husk-monitor".into(), "runc".into(), "crun".into()];
+    for rt in cfg.runtimes.values() {
+        if let Some(name) = std::path::Path::new(&rt.path).file_name() {
+            skip.push(name.to_string_lossy().chars().take(15).collect());
+        }
+    }
+    tokio::spawn(async move {
+        let Ok(mut sigchld) = signal(SignalKind::child()) else {
+            return;
+        };
+        loop {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sigchld.recv()).await;
+            let skip = skip.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let s: Vec<&str> = skip.iter().map(String::as_str).collect();
+                husk_sys::process::reap_orphans(&s)
+            })
+            .await;
+        }
+    });
 }

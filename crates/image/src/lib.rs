@@ -8,7 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod hosts;
 pub mod import;
-mod locks;
+pub mod locks;
 pub mod manifest;
 pub mod reference;
 pub mod registry;

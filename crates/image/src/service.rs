@@ -112,6 +112,34 @@ pub struct ImageService {
     snapshot_locks: KeyedLocks,
     pull_locks: KeyedLocks,
     downloads: Arc<Semaphore>,
+    leases: Leases,
+}
+
+/// Snapshots in use by containers: garbage collection keeps every leased chain ID, even when
+/// the image itself has been removed (as containerd's leases do).
+#[derive(Default)]
+pub struct Leases {
+    map: std::sync::Mutex<std::collections::HashMap<String, Vec<Digest>>>,
+}
+
+impl Leases {
+    /// `owner` (a container id) uses these snapshots.
+    pub fn add(&self, owner: &str, chain_ids: Vec<Digest>) {
+        self.lock().insert(owner.to_string(), chain_ids);
+    }
+
+    pub fn remove(&self, owner: &str) {
+        self.lock().remove(owner);
+    }
+
+    /// Every leased chain ID.
+    pub fn all(&self) -> BTreeSet<Digest> {
+        self.lock().values().flatten().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<Digest>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn send(progress: Option<&ProgressSender>, ev: PullEvent) {
@@ -172,6 +200,7 @@ impl ImageService {
             snapshot_locks: KeyedLocks::default(),
             pull_locks: KeyedLocks::default(),
             downloads: Arc::new(Semaphore::new(cfg.max_concurrent_downloads.max(1))),
+            leases: Leases::default(),
         })
     }
 
@@ -182,6 +211,11 @@ impl ImageService {
 
     pub fn snapshotter(&self) -> &Snapshotter {
         &self.snapshots
+    }
+
+    /// Snapshot leases held by containers.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// All images.
@@ -721,11 +755,17 @@ impl ImageService {
         self.collect_garbage().await
     }
 
+    /// Garbage collection on demand (e.g. after a container released its snapshot lease).
+    pub async fn gc(&self) -> Result<()> {
+        let _gc = self.gc_lock.write().await;
+        self.collect_garbage().await
+    }
+
     /// Deletes blobs and snapshots no image refers to. Callers hold the GC lock.
     async fn collect_garbage(&self) -> Result<()> {
         let images = self.images.list();
         let mut keep_blobs = BTreeSet::new();
-        let mut keep_chains = BTreeSet::new();
+        let mut keep_chains = self.leases.all();
         for i in &images {
             keep_blobs.extend(i.blobs.iter().cloned());
             keep_chains.extend(i.chain_ids());

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod convert;
+mod convert_container;
+mod convert_pod;
 mod husk;
 mod image;
 mod rpclog;
@@ -38,6 +40,7 @@ pub struct DaemonInfo {
 #[derive(Clone)]
 pub struct Services {
     pub images: Arc<ImageService>,
+    pub engine: Arc<husk_engine::Engine>,
     pub info: Arc<DaemonInfo>,
 }
 

@@ -1,5 +1,5 @@
-//! CRI `RuntimeService` handlers. `Version` and `Status` answer for real; the pod and container
-//! RPCs answer `UNIMPLEMENTED` naming the RPC until the engine implements them.
+//! CRI `RuntimeService` handlers: validate, convert, call the engine. RPCs of later parts
+//! (stats, streaming, events, checkpoint) answer `UNIMPLEMENTED` naming the RPC.
 
 use std::pin::Pin;
 
@@ -9,7 +9,10 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::Services;
-use crate::status::unimplemented;
+use husk_engine::{CgroupDriver, EngineError};
+
+use crate::status::{EngineErr, unimplemented};
+use crate::{convert_container, convert_pod};
 
 pub struct Runtime {
     pub(crate) s: Services,
@@ -55,6 +58,14 @@ async fn runtime_condition(path: &str, name: &str) -> cri::RuntimeCondition {
     }
 }
 
+fn required_id<'a>(id: &'a str, field: &str) -> Result<&'a str, Status> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    Ok(id)
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -97,6 +108,155 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let cfg = convert_pod::pod_config(req.config, req.runtime_handler)?;
+        let rec = self.s.engine.run_pod_sandbox(cfg).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: rec.id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let id = required_id(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?;
+        match self.s.engine.stop_pod_sandbox(id).await {
+            Ok(()) | Err(EngineError::NotFound { .. }) => {}
+            Err(e) => return Err(EngineErr(e).into()),
+        }
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = required_id(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?;
+        self.s.engine.remove_pod_sandbox(id).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        let id = required_id(&req.pod_sandbox_id, "pod_sandbox_id")?;
+        let rec = self.s.engine.pod_sandbox(id).map_err(EngineErr)?;
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(convert_pod::pod_status(&rec)),
+            info: if req.verbose { convert_pod::pod_info(&rec) } else { Default::default() },
+            containers_statuses: vec![],
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let f = convert_pod::pod_filter(request.into_inner().filter);
+        let items = self.s.engine.list_pod_sandboxes(&f).iter().map(convert_pod::pod_sandbox).collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let pod = required_id(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
+        let cfg = convert_container::container_config(req.config)?;
+        let rec = self.s.engine.create_container(&pod, cfg).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id: rec.id }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let id = required_id(&request.get_ref().container_id, "container_id")?;
+        self.s.engine.start_container(id).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let req = request.get_ref();
+        let id = required_id(&req.container_id, "container_id")?;
+        if req.timeout < 0 {
+            return Err(Status::invalid_argument("timeout must not be negative"));
+        }
+        self.s.engine.stop_container(id, req.timeout).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let id = required_id(&request.get_ref().container_id, "container_id")?;
+        self.s.engine.remove_container(id).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let f = convert_container::container_filter(request.into_inner().filter);
+        let containers = self.s.engine.list_containers(&f).iter().map(convert_container::container).collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let req = request.into_inner();
+        let id = required_id(&req.container_id, "container_id")?;
+        let rec = self.s.engine.container(id).map_err(EngineErr)?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(convert_container::container_status(&rec)),
+            info: if req.verbose { convert_container::container_info(&rec) } else { Default::default() },
+        }))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        let id = required_id(&req.container_id, "container_id")?;
+        if req.timeout < 0 {
+            return Err(Status::invalid_argument("timeout must not be negative"));
+        }
+        let out = self.s.engine.exec_sync(id, &req.cmd, req.timeout).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = match self.s.engine.config().cgroup_driver {
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }),
+        }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -106,82 +266,16 @@ impl RuntimeService for Runtime {
         Err(unimplemented("GetContainerEvents"))
     }
 
-    async fn run_pod_sandbox(
-        &self,
-        _r: Request<cri::RunPodSandboxRequest>,
-    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(unimplemented("RunPodSandbox"))
-    }
 
-    async fn stop_pod_sandbox(
-        &self,
-        _r: Request<cri::StopPodSandboxRequest>,
-    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(unimplemented("StopPodSandbox"))
-    }
 
-    async fn remove_pod_sandbox(
-        &self,
-        _r: Request<cri::RemovePodSandboxRequest>,
-    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(unimplemented("RemovePodSandbox"))
-    }
 
-    async fn pod_sandbox_status(
-        &self,
-        _r: Request<cri::PodSandboxStatusRequest>,
-    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(unimplemented("PodSandboxStatus"))
-    }
 
-    async fn list_pod_sandbox(
-        &self,
-        _r: Request<cri::ListPodSandboxRequest>,
-    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(unimplemented("ListPodSandbox"))
-    }
 
-    async fn create_container(
-        &self,
-        _r: Request<cri::CreateContainerRequest>,
-    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer"))
-    }
 
-    async fn start_container(
-        &self,
-        _r: Request<cri::StartContainerRequest>,
-    ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer"))
-    }
 
-    async fn stop_container(
-        &self,
-        _r: Request<cri::StopContainerRequest>,
-    ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer"))
-    }
 
-    async fn remove_container(
-        &self,
-        _r: Request<cri::RemoveContainerRequest>,
-    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer"))
-    }
 
-    async fn list_containers(
-        &self,
-        _r: Request<cri::ListContainersRequest>,
-    ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers"))
-    }
 
-    async fn container_status(
-        &self,
-        _r: Request<cri::ContainerStatusRequest>,
-    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus"))
-    }
 
     async fn update_container_resources(
         &self,
@@ -197,12 +291,6 @@ impl RuntimeService for Runtime {
         Err(unimplemented("ReopenContainerLog"))
     }
 
-    async fn exec_sync(
-        &self,
-        _r: Request<cri::ExecSyncRequest>,
-    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync"))
-    }
 
     async fn exec(
         &self,
@@ -281,10 +369,4 @@ impl RuntimeService for Runtime {
         Err(unimplemented("ListPodSandboxMetrics"))
     }
 
-    async fn runtime_config(
-        &self,
-        _r: Request<cri::RuntimeConfigRequest>,
-    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        Err(unimplemented("RuntimeConfig"))
-    }
 }

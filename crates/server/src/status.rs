@@ -41,6 +41,15 @@ impl From<ImageError> for ImageErr {
     }
 }
 
+/// Newtype so that engine errors convert in handlers.
+pub struct EngineErr(pub husk_engine::EngineError);
+
+impl From<EngineErr> for Status {
+    fn from(e: EngineErr) -> Status {
+        to_status(e.0.kind(), e.0.to_string())
+    }
+}
+
 /// `Status` for an RPC that this version does not implement yet.
 pub fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by husk yet"))

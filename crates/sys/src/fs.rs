@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `data` to `path` atomically: readers see either the old or the new content, never a
 /// torn file, also across a crash (the data and the rename are both fsynced).
@@ -19,10 +20,13 @@ pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per call: concurrent writers of the same file must not share a temp file.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut f = OpenOptions::new()

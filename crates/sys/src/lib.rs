@@ -2,3 +2,7 @@
 //! wrapper over a Linux facility (atomic files today; namespaces, mounts, subreaper as they come).
 
 pub mod fs;
+pub mod mount;
+pub mod ns;
+pub mod process;
+pub mod signalfd;

@@ -1,13 +1,20 @@
 //! The verbs: dispatch from the parsed command line to one module per verb group.
 
 pub mod bench;
+pub mod containers;
+pub mod exec;
 pub mod images;
 pub mod import;
 pub mod info;
+pub mod listing;
+pub mod logs;
+pub mod pods;
 pub mod pull;
 pub mod pull_progress;
 pub mod rmi;
+pub mod run;
 
+use std::fmt;
 use std::time::Duration;
 
 use k8s_cri::v1::ImageSpec;
@@ -45,7 +52,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Imagefsinfo(args) => images::fs_info(&ctx, args).await,
         Command::Import(args) => import::import(&ctx, args).await,
         Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+        Command::Runp(args) => pods::runp(&ctx, args).await,
+        Command::Stopp(args) => pods::stopp(&ctx, args).await,
+        Command::Rmp(args) => pods::rmp(&ctx, args).await,
+        Command::Pods(args) => pods::pods(&ctx, args).await,
+        Command::Inspectp(args) => pods::inspectp(&ctx, args).await,
+        Command::Create(args) => containers::create(&ctx, args).await,
+        Command::Start(args) => containers::start(&ctx, args).await,
+        Command::Stop(args) => containers::stop(&ctx, args).await,
+        Command::Rm(args) => containers::rm(&ctx, args).await,
+        Command::Ps(args) => containers::ps(&ctx, args).await,
+        Command::Inspect(args) => containers::inspect(&ctx, args).await,
+        Command::Logs(args) => logs::logs(&ctx, args).await,
+        Command::Exec(args) => exec::exec(&ctx, args).await,
+        Command::Run(args) => run::run(&ctx, args).await,
     }
+}
+
+/// Ends huskctl with this exit code and no message (`exec` passing on the command's code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Runs `op` on each ID in turn, carrying on past failures (as crictl's `stop`, `rm`…). Every
+/// failure but the last is printed here; the last is returned for `main` to print, so each
+/// shows once as `huskctl: …` and the exit status is 1 if any failed.
+pub async fn each_id(
+    ids: &[String],
+    mut op: impl AsyncFnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut failure: Option<anyhow::Error> = None;
+    for id in ids {
+        if let Err(e) = op(id).await {
+            if let Some(earlier) = failure.take() {
+                eprintln!("huskctl: {earlier:#}");
+            }
+            if is_broken_pipe(&e) {
+                return Err(e);
+            }
+            failure = Some(e);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Whether `e` is stdout closing early (`huskctl ps | head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A CRI image spec naming `image`.

@@ -39,17 +39,22 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> anyhow::Result<()> {
     let mut view = PullView::new(args.no_progress, args.quiet);
     let result = husk_pull(&client, request, |event| view.event(event)).await;
     view.end(result.is_ok());
+    // What crictl prints: the CRI `PullImageResponse.image_ref`, which huskd (like containerd)
+    // sets to the image ID. The husk stream's digested reference is only a fallback, so both
+    // paths print the same thing.
     let image_ref = match result {
         Ok(stats) => {
             let done = stats.done;
-            if done.image_ref.is_empty() {
-                done.image_id
-            } else {
+            if done.image_id.is_empty() {
                 done.image_ref
+            } else {
+                done.image_id
             }
         }
-        Err(e) if is_unimplemented(&e) => cri_pull(&client, &args.image, auth).await?,
-        Err(e) => return Err(e),
+        Err(e) if is_unimplemented(&e) => cri_pull(&client, &args.image, auth)
+            .await
+            .map_err(|e| name_image(e, &args.image))?,
+        Err(e) => return Err(name_image(e, &args.image)),
     };
     if args.quiet {
         outln!("{image_ref}");
@@ -57,6 +62,15 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> anyhow::Result<()> {
         outln!("Image is up to date for {image_ref}");
     }
     Ok(())
+}
+
+/// Prefixes `cannot pull <image>` unless the error already names the image.
+fn name_image(e: anyhow::Error, image: &str) -> anyhow::Error {
+    if format!("{e:#}").contains(image) {
+        e
+    } else {
+        e.context(format!("cannot pull {image}"))
+    }
 }
 
 fn is_unimplemented(e: &anyhow::Error) -> bool {
@@ -163,6 +177,14 @@ pub fn auth_config(args: &AuthArgs) -> anyhow::Result<Option<AuthConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_image() {
+        let e = name_image(anyhow::anyhow!("bad credentials"), "x:1");
+        assert_eq!(format!("{e:#}"), "cannot pull x:1: bad credentials");
+        let e = name_image(anyhow::anyhow!("image \"x:1\" not found"), "x:1");
+        assert_eq!(format!("{e:#}"), "image \"x:1\" not found");
+    }
 
     #[test]
     fn credentials() {

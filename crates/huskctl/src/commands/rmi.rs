@@ -59,7 +59,8 @@ pub async fn rmi(ctx: &Ctx, args: RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes `image` by `reference`, printing `Deleted: <name>` for each of its names.
+/// Removes `image` by `reference`, printing `Deleted: <name>` for each name that went away.
+/// Removing one tag of a multi-tag image only untags it, so the image is looked up again by ID.
 async fn remove(
     client: &Client,
     reference: &str,
@@ -76,10 +77,45 @@ async fn remove(
         errors.push(e.to_string());
         return Ok(());
     }
-    for name in deleted_names(image) {
+    let after = if reference == image.id {
+        None
+    } else {
+        let request = ImageStatusRequest {
+            image: Some(image_spec(&image.id)),
+            verbose: false,
+        };
+        client
+            .unary("ImageStatus", client.image().image_status(request))
+            .await?
+            .image
+    };
+    for name in removed_names(image, after.as_ref()) {
         outln!("Deleted: {name}");
     }
     Ok(())
+}
+
+/// The names of `before` that `after` (the same image after a removal, if it still exists)
+/// no longer has: every name when the image is gone.
+pub fn removed_names<'a>(before: &'a Image, after: Option<&Image>) -> Vec<&'a str> {
+    let Some(after) = after else {
+        return deleted_names(before);
+    };
+    let tags: Vec<&str> = before
+        .repo_tags
+        .iter()
+        .filter(|t| !after.repo_tags.contains(t))
+        .map(String::as_str)
+        .collect();
+    if !tags.is_empty() {
+        return tags;
+    }
+    before
+        .repo_digests
+        .iter()
+        .filter(|d| !after.repo_digests.contains(d))
+        .map(String::as_str)
+        .collect()
 }
 
 /// The names printed for a removed image: its tags, else its digests, else its ID.
@@ -160,5 +196,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(deleted_names(&bare), ["sha256:1"]);
+    }
+
+    #[test]
+    fn untagging_names_only_the_removed_tag() {
+        let before = Image {
+            id: "sha256:1".into(),
+            repo_tags: vec!["a:1".into(), "a:2".into()],
+            repo_digests: vec!["a@sha256:d".into()],
+            ..Default::default()
+        };
+        let after = Image {
+            repo_tags: vec!["a:1".into()],
+            ..before.clone()
+        };
+        assert_eq!(removed_names(&before, Some(&after)), ["a:2"]);
+        assert_eq!(removed_names(&before, None), ["a:1", "a:2"]);
+        assert!(removed_names(&before, Some(&before)).is_empty());
     }
 }

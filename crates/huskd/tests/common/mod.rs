@@ -168,3 +168,244 @@ impl Drop for Overlay {
             .status();
     }
 }
+
+// ---- pods and containers -------------------------------------------------------------------
+
+pub type RuntimeClient = cri::runtime_service_client::RuntimeServiceClient<Channel>;
+
+/// Both OCI runtimes every lifecycle test runs against.
+pub const RUNTIMES: [&str; 2] = ["runc", "crun"];
+
+/// A daemon with busybox (`docker.io/library/busybox:latest`) already pulled from a local
+/// registry.
+pub struct Env {
+    pub reg: husk_test_support::Registry,
+    pub h: Huskd,
+    pub rt: RuntimeClient,
+    pub img: ImageClient,
+    pub logs: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let reg = registry().await;
+        let busybox = husk_test_support::busybox_image(&["sh"])
+            .unwrap()
+            .build();
+        push(&reg, "library/busybox", "latest", &busybox).await;
+        let h = huskd();
+        mirror(&h, "docker.io", &reg.url(), "");
+        let mut img = h.image_client().await.unwrap();
+        pull(&mut img, "busybox").await.unwrap();
+        let rt = h.runtime_client().await.unwrap();
+        Env {
+            reg,
+            h,
+            rt,
+            img,
+            logs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.logs.path().join(name).display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(kubelet_namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub async fn run_pod(&mut self, cfg: cri::PodSandboxConfig, handler: &str) -> Result<String, tonic::Status> {
+        self.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: handler.into(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+    }
+
+    pub async fn create(
+        &mut self,
+        pod: &str,
+        cfg: cri::ContainerConfig,
+        pod_cfg: &cri::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(cfg),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    pub async fn start(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.rt
+            .start_container(cri::StartContainerRequest { container_id: id.into() })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn status(&mut self, id: &str) -> cri::ContainerStatus {
+        self.rt
+            .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    /// Waits until the container is EXITED (≤ 20 s).
+    pub async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        for _ in 0..200 {
+            let s = self.status(id).await;
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("container {id} did not exit: {:?}", self.status(id).await);
+    }
+
+    pub async fn exec(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs a pod with one container running `cmd` and starts it; returns (pod, container).
+    pub async fn run(&mut self, name: &str, handler: &str, cmd: &[&str]) -> (String, String) {
+        let pc = self.pod_config(name);
+        let pod = self.run_pod(pc.clone(), handler).await.unwrap();
+        let c = self.create(&pod, container_config("main", cmd), &pc).await.unwrap();
+        self.start(&c).await.unwrap();
+        (pod, c)
+    }
+
+    /// Log lines (content only) of a container.
+    pub async fn log(&mut self, id: &str) -> Vec<String> {
+        let s = self.status(id).await;
+        read_cri_log(Path::new(&s.log_path))
+    }
+
+    pub async fn remove_pod(&mut self, pod: &str) {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() })
+            .await
+            .unwrap();
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.into() })
+            .await
+            .unwrap();
+    }
+
+    /// Removes every pod and checks nothing is left: mounts, namespace pins, runtime state,
+    /// cgroups, processes.
+    pub async fn teardown(mut self) {
+        let pods = self
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        let containers: Vec<String> = self
+            .rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        for p in pods {
+            self.remove_pod(&p.id).await;
+        }
+        assert_no_leaks(&self.h, &containers);
+        drop(self.reg);
+    }
+}
+
+pub fn container_config(name: &str, cmd: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: image_spec("busybox"),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the kubelet sends by default: pod network and IPC, the container's own pid namespace.
+pub fn kubelet_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// Contents of the CRI log lines (`<ts> <stream> <F|P> <content>`), partials joined.
+pub fn read_cri_log(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut partial = String::new();
+    for line in text.lines() {
+        let mut it = line.splitn(4, ' ');
+        let (_ts, _stream, tag) = (it.next(), it.next(), it.next());
+        let content = it.next().unwrap_or("");
+        partial.push_str(content);
+        if tag == Some("F") {
+            out.push(std::mem::take(&mut partial));
+        }
+    }
+    out
+}
+
+/// Nothing of the daemon's pods and containers remains on the host.
+pub fn assert_no_leaks(h: &Huskd, container_ids: &[String]) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = h.dir().display().to_string();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
+    assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
+    for id in container_ids {
+        for ctl in ["memory", "cpu", "pids", "devices", "freezer", "blkio", "cpuset"] {
+            let p = Path::new("/sys/fs/cgroup").join(ctl).join("husk").join(id);
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+        let out = std::process::Command::new("pgrep").arg("-f").arg(id).output().unwrap();
+        let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(pids.is_empty(), "processes left for {id}: {pids}");
+    }
+    assert!(h.processes().is_empty(), "processes under the test dir: {:?}", h.processes());
+}

@@ -1,0 +1,303 @@
+//! CreateContainer: image → overlay rootfs → OCI spec → monitor runs `<runtime> create` →
+//! CREATED. Every step is undone if a later one fails.
+
+use std::path::{Component, Path, PathBuf};
+
+use husk_monitor::config::MonitorConfig;
+
+use super::{ContainerConfig, ContainerRecord, ContainerState};
+use crate::engine::{CgroupDriver, Engine, now_nanos};
+use crate::error::{EngineError, Result, blocking};
+use crate::names::new_id;
+use crate::rollback::Rollback;
+use crate::sandbox::{SandboxRecord, SandboxState};
+use crate::spec::{self, input as si};
+use crate::store::Record;
+
+/// `log_path` must stay inside the pod's log directory.
+fn log_file(pod: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>> {
+    if rel.is_empty() {
+        return Ok(None);
+    }
+    if pod.config.log_directory.is_empty() {
+        return Err(EngineError::Invalid(format!(
+            "log_path {rel:?} given but the pod has no log_directory"
+        )));
+    }
+    let p = Path::new(rel);
+    let ok = p.components().all(|c| matches!(c, Component::Normal(_)));
+    if !ok {
+        return Err(EngineError::Invalid(format!(
+            "log_path {rel:?} must be a relative path inside the pod's log directory"
+        )));
+    }
+    Ok(Some(Path::new(&pod.config.log_directory).join(p)))
+}
+
+impl Engine {
+    /// Creates a container in a READY pod; the runtime's `create` has run when this returns.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        cfg: ContainerConfig,
+    ) -> Result<ContainerRecord> {
+        if cfg.name.trim().is_empty() {
+            return Err(EngineError::Invalid("container metadata.name is required".into()));
+        }
+        if cfg.image.trim().is_empty() {
+            return Err(EngineError::Invalid("container image is required".into()));
+        }
+        let pod = self.pod_sandbox(sandbox_id)?;
+        if pod.state != SandboxState::Ready {
+            return Err(EngineError::WrongState {
+                what: "pod sandbox",
+                id: pod.id.clone(),
+                state: "NOTREADY".into(),
+                message: "containers can only be created in a ready pod".into(),
+            });
+        }
+        let image = self.images.status(&cfg.image)?.ok_or_else(|| EngineError::NotFound {
+            what: "image",
+            id: cfg.image.clone(),
+        })?;
+        let log_path = log_file(&pod, &cfg.log_path)?;
+        let id = new_id();
+        let _lock = self.locks.lock(id.clone()).await;
+        let started = std::time::Instant::now();
+        let mut rb = Rollback::default();
+        match self.create_steps(&id, &pod, image, cfg, log_path, &mut rb).await {
+            Ok(rec) => {
+                rb.disarm();
+                tracing::info!(container = %id, pod = %pod.id, name = %rec.config.name, ms = started.elapsed().as_millis() as u64, "container created");
+                Ok(rec)
+            }
+            Err(e) => {
+                tracing::info!(container = %id, error = %e, "create failed; rolling back");
+                rb.run().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_steps(
+        &self,
+        id: &str,
+        pod: &SandboxRecord,
+        image: husk_image::ImageRecord,
+        cfg: ContainerConfig,
+        log_path: Option<PathBuf>,
+        rb: &mut Rollback,
+    ) -> Result<ContainerRecord> {
+        let registrar_name = format!(
+            "{}_{}_{}_{}_{}",
+            cfg.name, pod.config.name, pod.config.namespace, pod.config.uid, cfg.attempt
+        );
+        self.names.reserve(&registrar_name, id)?;
+        {
+            let (names, n, i) = (self.names.clone(), registrar_name.clone(), id.to_string());
+            rb.push("release name", async move { names.release(&n, &i) });
+        }
+        let (handler, runtime) = self.runtime(&pod.runtime_handler)?;
+        let (handler, runtime) = (handler.to_string(), runtime.clone());
+        let image_config = self.images.config(&image)?.config.unwrap_or_default();
+
+        // Directories: the bundle (runtime state) and the writable layer (persistent).
+        let bundle = self.cfg.state_dir.join("containers").join(id);
+        let rw_dir = self.cfg.root.join("rw").join(id);
+        let rootfs = bundle.join("rootfs");
+        let monitor_dir = self.cfg.state_dir.join("s").join(&id[..16]);
+        if monitor_dir.exists() {
+            return Err(EngineError::Invalid(format!("container id prefix {} collides", &id[..16])));
+        }
+        for d in [&rootfs, &rw_dir.join("upper"), &rw_dir.join("work"), &monitor_dir] {
+            std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
+        }
+        {
+            let (b, r, m) = (bundle.clone(), rw_dir.clone(), monitor_dir.clone());
+            rb.push("remove dirs", async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_dir_all(b);
+                    let _ = std::fs::remove_dir_all(r);
+                    let _ = std::fs::remove_dir_all(m);
+                })
+                .await;
+            });
+        }
+
+        // Root filesystem: the image's snapshots under a per-container upper dir.
+        let chain_ids = image.chain_ids();
+        self.images.leases().add(id, chain_ids.clone());
+        {
+            let (images, i) = (self.images.clone(), id.to_string());
+            rb.push("drop image lease", async move { images.leases().remove(&i) });
+        }
+        let mut lowers = self.images.snapshotter().lowerdirs(&chain_ids)?;
+        if lowers.is_empty() {
+            let empty = rw_dir.join("empty");
+            std::fs::create_dir_all(&empty).map_err(|e| EngineError::io("create", &empty, e))?;
+            lowers.push(empty);
+        }
+        husk_sys::mount::overlay(&lowers, Some((&rw_dir.join("upper"), &rw_dir.join("work"))), &rootfs)?;
+        {
+            let r = rootfs.clone();
+            rb.push("unmount rootfs", async move {
+                let _ = husk_sys::mount::unmount_all(&r);
+            });
+        }
+
+        let cgroups_path = self.cgroups_path(&pod.cgroup_parent, id);
+        let input = si::SpecInput {
+            identity: si::Identity {
+                container_id: id.to_string(),
+                container_name: cfg.name.clone(),
+                sandbox_id: pod.id.clone(),
+                pod_name: pod.config.name.clone(),
+                pod_namespace: pod.config.namespace.clone(),
+                pod_uid: pod.config.uid.clone(),
+                image_name: cfg.image.clone(),
+            },
+            container: cfg.settings.clone(),
+            pod: si::PodSettings {
+                hostname: std::fs::read_to_string(&pod.hostname_file)
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default(),
+                privileged: pod.config.privileged,
+            },
+            image: image_config.clone(),
+            sandbox_files: si::SandboxFiles {
+                hostname: Some(pod.hostname_file.clone()),
+                hosts: Some(pod.hosts_file.clone()),
+                resolv_conf: Some(pod.resolv_file.clone()),
+                shm: pod.shm.clone(),
+            },
+            namespaces: si::PodNamespaces {
+                network: pod.netns.clone(),
+                ipc: pod.ipcns.clone(),
+                uts: pod.utsns.clone(),
+                pid: None,
+                target_pid: self.target_pid_ns(&cfg)?,
+            },
+            rootfs: rootfs.clone(),
+            cgroups_path: cgroups_path.clone(),
+            host: self.host.clone(),
+        };
+        let spec_bundle = bundle.clone();
+        blocking(move || {
+            spec::ensure_host_paths(&input)?;
+            let s = spec::generate(&input)?;
+            spec::write_spec(&s, &spec_bundle)?;
+            Ok(())
+        })
+        .await?;
+
+        if let Some(lp) = &log_path
+            && let Some(parent) = lp.parent()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| EngineError::io("create", parent, e))?;
+        }
+        let rt_cfg = &self.cfg.runtimes[&handler];
+        let mcfg = MonitorConfig {
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            runtime_path: rt_cfg.path.clone(),
+            runtime_root: rt_cfg.root.clone(),
+            systemd_cgroup: rt_cfg.systemd_cgroup,
+            log_path: log_path.clone(),
+            socket: monitor_dir.join("monitor.sock"),
+            exit_file: bundle.join("exit.json"),
+            pid_file: bundle.join("pid"),
+            runtime_log: bundle.join("runtime.log"),
+            tty: cfg.settings.tty,
+            stdin: cfg.stdin,
+            stdin_once: cfg.stdin_once,
+            cgroup_oom_paths: self.oom_paths(&cgroups_path),
+        };
+        let mpath = bundle.join("monitor.json");
+        let data = serde_json::to_vec_pretty(&mcfg).map_err(|e| EngineError::Task(e.to_string()))?;
+        husk_sys::fs::atomic_write(&mpath, &data).map_err(|e| EngineError::io("write", &mpath, e))?;
+        let (mut child, pid) = husk_monitor::client::spawn_monitor(&self.cfg.monitor_bin, &mpath)
+            .await
+            .map_err(|e| EngineError::Monitor(e.to_string()))?;
+        // The monitor outlives us; while we live we reap it when it exits.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        {
+            let (rt, i) = (runtime.clone(), id.to_string());
+            rb.push("delete from runtime", async move {
+                let _ = tokio::task::spawn_blocking(move || rt.delete(&i, true)).await;
+            });
+        }
+
+        let rec = ContainerRecord {
+            version: ContainerRecord::VERSION,
+            id: id.to_string(),
+            sandbox_id: pod.id.clone(),
+            registrar_name,
+            state: ContainerState::Created,
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.to_string()),
+            runtime_handler: handler,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            pid,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            bundle,
+            monitor_dir,
+            rw_dir,
+            log_path,
+            chain_ids,
+            cgroups_path,
+            stop_signal: image_config.stop_signal.clone(),
+            config: cfg,
+        };
+        self.containers.put(&rec)?;
+        self.watch_exit(&rec);
+        Ok(rec)
+    }
+
+    /// `linux.cgroupsPath` for a container under `parent`.
+    fn cgroups_path(&self, parent: &str, id: &str) -> String {
+        match self.cfg.cgroup_driver {
+            CgroupDriver::Cgroupfs => format!("{}/{id}", parent.trim_end_matches('/')),
+            CgroupDriver::Systemd => format!("{parent}:husk:{id}"),
+        }
+    }
+
+    /// Where the monitor looks for OOM kills of this container.
+    fn oom_paths(&self, cgroups_path: &str) -> Vec<PathBuf> {
+        if self.cfg.cgroup_driver == CgroupDriver::Systemd {
+            return vec![];
+        }
+        let rel = cgroups_path.trim_start_matches('/');
+        if self.host.cgroup_v2 {
+            vec![Path::new("/sys/fs/cgroup").join(rel)]
+        } else {
+            vec![Path::new("/sys/fs/cgroup/memory").join(rel)]
+        }
+    }
+
+    fn target_pid_ns(&self, cfg: &ContainerConfig) -> Result<Option<PathBuf>> {
+        if cfg.settings.security.namespaces.pid != si::NamespaceMode::Target {
+            return Ok(None);
+        }
+        let target = &cfg.pid_target_id;
+        let t = self.containers.resolve("target container", target)?;
+        if t.state != ContainerState::Running {
+            return Err(EngineError::WrongState {
+                what: "target container",
+                id: t.id,
+                state: format!("{:?}", t.state),
+                message: "its pid namespace can only be shared while it runs".into(),
+            });
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", t.pid))))
+    }
+}

@@ -1,0 +1,183 @@
+//! ExecSync: run a command in a running container through `<runtime> exec`, capturing its
+//! output (capped), killing it on timeout — promptly, even when a background child it started
+//! keeps the output pipes open.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::ContainerState;
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::names::new_id;
+
+/// Output beyond this per stream is dropped (the CRI caps it at 16 MiB).
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+
+/// How long to keep reading after the exec'd process exited (a background child may hold the
+/// pipes open forever).
+const DRAIN: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+impl Engine {
+    /// Runs `cmd` in container `id`; `timeout_secs` 0 means no timeout.
+    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout_secs: i64) -> Result<ExecOutput> {
+        if cmd.is_empty() || cmd[0].is_empty() {
+            return Err(EngineError::Invalid("exec: cmd must not be empty".into()));
+        }
+        let rec = self.container(id)?;
+        if rec.state != ContainerState::Running {
+            return Err(EngineError::WrongState {
+                what: "container",
+                id: rec.id,
+                state: format!("{:?}", rec.state).to_uppercase(),
+                message: "exec needs a running container".into(),
+            });
+        }
+        let (_, rt) = self.runtime(&rec.runtime_handler)?;
+        // The exec'd process inherits the container's process settings (user, env, cwd, caps,
+        // no_new_privs, apparmor) with new args and no terminal.
+        let spec: serde_json::Value = {
+            let data = tokio::fs::read(rec.spec_path())
+                .await
+                .map_err(|e| EngineError::io("read", rec.spec_path(), e))?;
+            serde_json::from_slice(&data).map_err(|e| EngineError::Corrupt {
+                path: rec.spec_path(),
+                message: e.to_string(),
+            })?
+        };
+        let mut process = spec.get("process").cloned().unwrap_or_default();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        if let Some(o) = process.as_object_mut() {
+            o.remove("consoleSize");
+        }
+        let tag = &new_id()[..16];
+        let process_file = rec.bundle.join(format!("exec-{tag}.json"));
+        let pid_file = rec.bundle.join(format!("exec-{tag}.pid"));
+        let data = serde_json::to_vec(&process).map_err(|e| EngineError::Task(e.to_string()))?;
+        tokio::fs::write(&process_file, data)
+            .await
+            .map_err(|e| EngineError::io("write", &process_file, e))?;
+        // A `husk-monitor exec-sync` subreaper runs `<runtime> exec --detach` and reaps the
+        // exec'd process itself: the call ends when that process exits, even if a background
+        // child keeps the output pipes open (a foreground `runc exec` waits for those).
+        let rt_cfg = rt.config();
+        let mut std_cmd = std::process::Command::new(&self.cfg.monitor_bin);
+        std_cmd
+            .arg("exec-sync")
+            .arg("--runtime")
+            .arg(&rt_cfg.path)
+            .arg("--root")
+            .arg(&rt_cfg.root)
+            .args(rt_cfg.systemd_cgroup.then_some("--systemd-cgroup"))
+            .arg("--id")
+            .arg(&rec.id)
+            .arg("--process")
+            .arg(&process_file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--log")
+            .arg(rec.bundle.join(format!("exec-{tag}.log")));
+        let result = run_exec(std_cmd, &pid_file, timeout_secs, cmd).await;
+        let _ = tokio::fs::remove_file(rec.bundle.join(format!("exec-{tag}.log"))).await;
+        let _ = tokio::fs::remove_file(pid_file.with_extension("error")).await;
+        let _ = tokio::fs::remove_file(&process_file).await;
+        let _ = tokio::fs::remove_file(&pid_file).await;
+        result
+    }
+}
+
+async fn run_exec(
+    std_cmd: std::process::Command,
+    pid_file: &std::path::Path,
+    timeout_secs: i64,
+    cmd: &[String],
+) -> Result<ExecOutput> {
+    let mut c = tokio::process::Command::from(std_cmd);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = c.spawn().map_err(|e| EngineError::io("spawn", "runtime exec", e))?;
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(EngineError::Task("exec: pipes missing".into()));
+    };
+    let (obuf, ebuf) = (Shared::default(), Shared::default());
+    let out_task = tokio::spawn(read_capped(out, obuf.clone()));
+    let err_task = tokio::spawn(read_capped(err, ebuf.clone()));
+    let wait = child.wait();
+    let status = if timeout_secs > 0 {
+        match tokio::time::timeout(Duration::from_secs(timeout_secs as u64), wait).await {
+            Ok(s) => s,
+            Err(_) => {
+                // Kill the exec'd process itself (the runtime exits with it), then the runtime.
+                if let Ok(p) = tokio::fs::read_to_string(pid_file).await
+                    && let Ok(pid) = p.trim().parse::<i32>()
+                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                out_task.abort();
+                err_task.abort();
+                return Err(EngineError::Timeout {
+                    what: format!("command {cmd:?}"),
+                    secs: timeout_secs as u64,
+                });
+            }
+        }
+    } else {
+        wait.await
+    }
+    .map_err(|e| EngineError::io("wait", "runtime exec", e))?;
+    // Collect what the readers have; don't wait for EOF forever.
+    let stdout = collect(out_task, &obuf).await;
+    let stderr = collect(err_task, &ebuf).await;
+    let exit_code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    if exit_code == 255
+        && let Ok(msg) = tokio::fs::read_to_string(pid_file.with_extension("error")).await
+    {
+        return Err(EngineError::ExecFailed(msg));
+    }
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+    })
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Reads until EOF into `buf`, keeping at most [`MAX_EXEC_OUTPUT`] bytes.
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, buf: Shared) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                let room = MAX_EXEC_OUTPUT.saturating_sub(b.len());
+                b.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// What a reader got: all of it when the pipe reaches EOF soon after the process exited, else
+/// what it had read by then (a background child still holds the pipe).
+async fn collect(mut task: tokio::task::JoinHandle<()>, buf: &Shared) -> Vec<u8> {
+    if tokio::time::timeout(DRAIN, &mut task).await.is_err() {
+        tracing::debug!("exec output pipe held open by a background process");
+        task.abort();
+    }
+    std::mem::take(&mut *buf.lock().unwrap_or_else(|p| p.into_inner()))
+}

@@ -1,0 +1,132 @@
+//! `Engine`: the composition of stores, runtimes and the image service that the lifecycle
+//! code (in `sandbox` and `container`) works on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use husk_image::ImageService;
+use husk_image::locks::KeyedLocks;
+use husk_oci::OciRuntime;
+
+use crate::container::ContainerRecord;
+use crate::error::{EngineError, Result};
+use crate::names::Names;
+use crate::sandbox::SandboxRecord;
+use crate::store::Store;
+
+/// The cgroup driver, as the kubelet's `cgroupDriver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Persistent records live in `<root>/sandboxes`, `<root>/containers`.
+    pub root: PathBuf,
+    /// Runtime state (`<state_dir>/pods/<id>`, `<state_dir>/containers/<id>`).
+    pub state_dir: PathBuf,
+    /// OCI runtimes by handler name.
+    pub runtimes: BTreeMap<String, husk_oci::RuntimeConfig>,
+    /// Used when a pod names no handler.
+    pub default_runtime: String,
+    /// The `husk-monitor` binary.
+    pub monitor_bin: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    /// Parent cgroup when the pod gives none.
+    pub default_cgroup_parent: String,
+    /// `/etc/resolv.conf` of the host (pods without DNS config copy it).
+    pub host_resolv_conf: PathBuf,
+    /// Size of a pod's `/dev/shm`.
+    pub shm_size: u64,
+}
+
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) images: Arc<ImageService>,
+    pub(crate) sandboxes: Store<SandboxRecord>,
+    pub(crate) containers: Arc<Store<ContainerRecord>>,
+    pub(crate) names: Arc<Names>,
+    pub(crate) runtimes: BTreeMap<String, OciRuntime>,
+    /// One lifecycle operation at a time per pod / container id.
+    pub(crate) locks: KeyedLocks,
+    pub(crate) exits: crate::container::ExitWatchers,
+    /// Facts about this host that shape OCI specs (capabilities, cgroup version, …).
+    pub(crate) host: crate::spec::input::HostInfo,
+}
+
+impl Engine {
+    /// Opens the stores and reserves the names of what they hold. Call [`Engine::recover`]
+    /// next to reconcile with what actually runs.
+    pub fn open(cfg: EngineConfig, images: Arc<ImageService>) -> Result<Engine> {
+        for d in [&cfg.state_dir.join("pods"), &cfg.state_dir.join("containers")] {
+            std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
+        }
+        let sandboxes: Store<SandboxRecord> = Store::open(cfg.root.join("sandboxes"))?;
+        let containers: Store<ContainerRecord> = Store::open(cfg.root.join("containers"))?;
+        let names = Arc::new(Names::default());
+        for s in sandboxes.list() {
+            names.reserve(&s.config.registrar_name(), &s.id)?;
+        }
+        for c in containers.list() {
+            names.reserve(&c.registrar_name, &c.id)?;
+        }
+        let runtimes = cfg
+            .runtimes
+            .iter()
+            .map(|(name, rc)| (name.clone(), OciRuntime::new(rc.clone())))
+            .collect();
+        let host = crate::spec::input::HostInfo::detect()?;
+        for c in containers.list() {
+            images.leases().add(&c.id, c.chain_ids.clone());
+        }
+        Ok(Engine {
+            host,
+            cfg,
+            images,
+            sandboxes,
+            containers: Arc::new(containers),
+            names,
+            runtimes,
+            locks: KeyedLocks::default(),
+            exits: Default::default(),
+        })
+    }
+
+    pub(crate) fn containers_handle(&self) -> Arc<Store<ContainerRecord>> {
+        self.containers.clone()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn images(&self) -> &Arc<ImageService> {
+        &self.images
+    }
+
+    /// The runtime for a handler name ("" = the default).
+    pub(crate) fn runtime(&self, handler: &str) -> Result<(&str, &OciRuntime)> {
+        let name = if handler.is_empty() { self.cfg.default_runtime.as_str() } else { handler };
+        self.runtimes
+            .get_key_value(name)
+            .map(|(k, v)| (k.as_str(), v))
+            .ok_or_else(|| EngineError::UnknownHandler {
+                handler: name.to_string(),
+                known: self.runtimes.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Names of the configured runtime handlers.
+    pub fn handlers(&self) -> Vec<String> {
+        self.runtimes.keys().cloned().collect()
+    }
+}
+
+/// Unix nanoseconds now.
+pub(crate) fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}

@@ -1,0 +1,260 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
+
+use std::path::{Path, PathBuf};
+
+use husk_sys::ns::{self, PinRequest};
+
+use super::{NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files};
+use crate::engine::{Engine, now_nanos};
+use crate::error::{EngineError, Result, blocking};
+use crate::names::new_id;
+use crate::rollback::Rollback;
+use crate::store::Record;
+
+fn validate(cfg: &PodConfig) -> Result<()> {
+    for (what, v) in [("name", &cfg.name), ("uid", &cfg.uid), ("namespace", &cfg.namespace)] {
+        if v.trim().is_empty() {
+            return Err(EngineError::Invalid(format!("sandbox metadata.{what} is required")));
+        }
+    }
+    if cfg.namespaces.network == NamespaceMode::Target || cfg.namespaces.ipc == NamespaceMode::Target {
+        return Err(EngineError::Invalid("TARGET namespace mode is only valid for pid".into()));
+    }
+    if !cfg.log_directory.is_empty() && !Path::new(&cfg.log_directory).is_absolute() {
+        return Err(EngineError::Invalid(format!(
+            "log_directory {:?} must be an absolute path",
+            cfg.log_directory
+        )));
+    }
+    for (k, _) in &cfg.sysctls {
+        let net = k.starts_with("net.");
+        let ipc = k.starts_with("kernel.shm")
+            || k.starts_with("kernel.msg")
+            || k == "kernel.sem"
+            || k.starts_with("fs.mqueue.");
+        if net && cfg.namespaces.network == NamespaceMode::Node {
+            return Err(EngineError::Invalid(format!("sysctl {k} needs the pod's own network namespace")));
+        }
+        if ipc && cfg.namespaces.ipc == NamespaceMode::Node {
+            return Err(EngineError::Invalid(format!("sysctl {k} needs the pod's own IPC namespace")));
+        }
+        if !net && !ipc {
+            return Err(EngineError::Invalid(format!("sysctl {k} is not namespaced: not allowed in a pod")));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates a pod: reserves its name, pins its namespaces, writes its files, mounts its
+    /// `/dev/shm`, persists it READY. Any failure undoes every step.
+    pub async fn run_pod_sandbox(&self, cfg: PodConfig) -> Result<SandboxRecord> {
+        validate(&cfg)?;
+        if cfg.namespaces.pid == NamespaceMode::Pod {
+            return Err(EngineError::Invalid(
+                "a pod-shared PID namespace (namespace_options.pid = POD) is not supported by husk yet".into(),
+            ));
+        }
+        let (handler, _) = self.runtime(&cfg.runtime_handler)?;
+        let handler = handler.to_string();
+        let id = new_id();
+        let _lock = self.locks.lock(id.clone()).await;
+        let started = std::time::Instant::now();
+        let mut rb = Rollback::default();
+        let result = self.run_steps(&id, &handler, cfg, &mut rb).await;
+        match result {
+            Ok(rec) => {
+                rb.disarm();
+                tracing::info!(pod = %id, name = %rec.config.name, ms = started.elapsed().as_millis() as u64, "pod sandbox ready");
+                Ok(rec)
+            }
+            Err(e) => {
+                tracing::info!(pod = %id, error = %e, "pod sandbox failed; rolling back");
+                rb.run().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_steps(&self, id: &str, handler: &str, cfg: PodConfig, rb: &mut Rollback) -> Result<SandboxRecord> {
+        let name = cfg.registrar_name();
+        self.names.reserve(&name, id)?;
+        {
+            let names = self.names.clone();
+            let (name, id) = (name.clone(), id.to_string());
+            rb.push("release name", async move { names.release(&name, &id) });
+        }
+
+        let dir = self.cfg.state_dir.join("pods").join(id);
+        std::fs::create_dir_all(dir.join("ns")).map_err(|e| EngineError::io("create", &dir, e))?;
+        {
+            let dir = dir.clone();
+            rb.push("remove state dir", async move {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            });
+        }
+
+        let own_net = cfg.namespaces.network != NamespaceMode::Node;
+        let own_ipc = cfg.namespaces.ipc != NamespaceMode::Node;
+        // UTS follows the network namespace, as in the kubelet's model.
+        let own_uts = own_net;
+        let hostname = if cfg.hostname.is_empty() {
+            if own_uts { cfg.name.clone() } else { host_hostname() }
+        } else {
+            cfg.hostname.clone()
+        };
+        let pin = PinRequest {
+            net: own_net.then(|| dir.join("ns/net")),
+            ipc: own_ipc.then(|| dir.join("ns/ipc")),
+            uts: own_uts.then(|| dir.join("ns/uts")),
+            hostname: own_uts.then(|| hostname.clone()),
+            sysctls: cfg.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            loopback_up: true,
+        };
+        if pin.net.is_some() || pin.ipc.is_some() || pin.uts.is_some() || !pin.sysctls.is_empty() {
+            let p = pin.clone();
+            blocking(move || ns::create_pinned(&p).map_err(Into::into)).await?;
+            let p = pin.clone();
+            rb.push("unpin namespaces", async move {
+                let _ = tokio::task::spawn_blocking(move || unpin_all(&[p.net, p.ipc, p.uts])).await;
+            });
+        }
+
+        let shm = if own_ipc {
+            let shm = dir.join("shm");
+            std::fs::create_dir_all(&shm).map_err(|e| EngineError::io("create", &shm, e))?;
+            husk_sys::mount::tmpfs(&shm, self.cfg.shm_size, 0o1777)?;
+            let s = shm.clone();
+            rb.push("unmount shm", async move {
+                let _ = husk_sys::mount::unmount_all(&s);
+            });
+            Some(shm)
+        } else {
+            None
+        };
+
+        let hostname_file = dir.join("hostname");
+        let hosts_file = dir.join("hosts");
+        let resolv_file = dir.join("resolv.conf");
+        let hosts = if own_net {
+            files::hosts(&hostname)
+        } else {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname))
+        };
+        let resolv = files::resolv_conf(cfg.dns.as_ref(), &self.cfg.host_resolv_conf)?;
+        for (p, data) in [
+            (&hostname_file, format!("{hostname}\n")),
+            (&hosts_file, hosts),
+            (&resolv_file, resolv),
+        ] {
+            husk_sys::fs::atomic_write(p, data.as_bytes()).map_err(|e| EngineError::io("write", p, e))?;
+        }
+        if !cfg.log_directory.is_empty() {
+            let ld = PathBuf::from(&cfg.log_directory);
+            std::fs::create_dir_all(&ld).map_err(|e| EngineError::io("create", &ld, e))?;
+        }
+
+        let cgroup_parent = if cfg.cgroup_parent.is_empty() {
+            self.cfg.default_cgroup_parent.clone()
+        } else {
+            cfg.cgroup_parent.clone()
+        };
+        let rec = SandboxRecord {
+            version: SandboxRecord::VERSION,
+            id: id.to_string(),
+            state: SandboxState::Ready,
+            created_at: now_nanos(),
+            runtime_handler: handler.to_string(),
+            netns: pin.net,
+            ipcns: pin.ipc,
+            utsns: pin.uts,
+            shm,
+            hostname_file,
+            hosts_file,
+            resolv_file,
+            state_dir: dir,
+            cgroup_parent,
+            config: cfg,
+        };
+        self.sandboxes.put(&rec)?;
+        Ok(rec)
+    }
+
+    /// Stops every container of the pod and releases its namespaces and mounts. Idempotent;
+    /// an unknown id is NotFound (the CRI allows it to be an error).
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let rec = self.sandboxes.resolve("pod sandbox", id)?;
+        for c in self.containers.list().into_iter().filter(|c| c.sandbox_id == rec.id) {
+            self.stop_container(&c.id, 0).await?;
+        }
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        self.release_pod_resources(&rec).await?;
+        if rec.state != SandboxState::NotReady {
+            self.sandboxes.update(&rec.id, |r| r.state = SandboxState::NotReady)?;
+            tracing::info!(pod = %rec.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    async fn release_pod_resources(&self, rec: &SandboxRecord) -> Result<()> {
+        let pins = [rec.netns.clone(), rec.ipcns.clone(), rec.utsns.clone()];
+        let shm = rec.shm.clone();
+        blocking(move || {
+            if let Some(s) = &shm {
+                husk_sys::mount::unmount_all(s).map_err(|e| EngineError::io("unmount", s, e))?;
+            }
+            unpin_all(&pins)
+        })
+        .await
+    }
+
+    /// Removes the pod and everything in it. Idempotent: an unknown id is fine.
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let rec = match self.sandboxes.resolve("pod sandbox", id) {
+            Ok(r) => r,
+            Err(EngineError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for c in self.containers.list().into_iter().filter(|c| c.sandbox_id == rec.id) {
+            self.remove_container(&c.id).await?;
+        }
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        self.release_pod_resources(&rec).await?;
+        let dir = rec.state_dir.clone();
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EngineError::io("remove", &dir, e)),
+        })
+        .await?;
+        self.sandboxes.delete(&rec.id)?;
+        self.names.release(&rec.config.registrar_name(), &rec.id);
+        tracing::info!(pod = %rec.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// A pod by id or unique id prefix.
+    pub fn pod_sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        self.sandboxes.resolve("pod sandbox", id)
+    }
+
+    pub fn list_pod_sandboxes(&self, f: &SandboxFilter) -> Vec<SandboxRecord> {
+        let mut v: Vec<_> = self.sandboxes.list().into_iter().filter(|s| f.matches(s)).collect();
+        v.sort_by_key(|s| s.created_at);
+        v
+    }
+}
+
+fn unpin_all(pins: &[Option<PathBuf>]) -> Result<()> {
+    for p in pins.iter().flatten() {
+        ns::unpin(p).map_err(|e| EngineError::io("unpin", p, e))?;
+    }
+    Ok(())
+}
+
+fn host_hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,125 @@
+//! Pod sandboxes: their configuration (domain form of the CRI `PodSandboxConfig`), their
+//! persisted record and state machine.
+//!
+//! ```text
+//!   RunPodSandbox ──► READY ──StopPodSandbox──► NOTREADY ──RemovePodSandbox──► (gone)
+//!        │ failure half way: every step undone, nothing persisted
+//!        ▼
+//!     (nothing)
+//! ```
+//! A READY pod owns pinned network/IPC/UTS namespaces (unless it uses the host's), a `/dev/shm`
+//! tmpfs (unless host IPC), and its `hostname`/`hosts`/`resolv.conf` files. NOTREADY keeps
+//! only the record and the containers' records; stop and remove are idempotent.
+
+mod files;
+mod lifecycle;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::spec::input::{NamespaceMode, NamespaceOptions};
+use crate::store::Record;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortMapping {
+    pub protocol: String,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// What the kubelet asks for a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PodConfig {
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsConfig>,
+    pub port_mappings: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub sysctls: BTreeMap<String, String>,
+    pub namespaces: NamespaceOptions,
+    pub privileged: bool,
+    pub runtime_handler: String,
+}
+
+impl PodConfig {
+    /// The registrar key, as containerd builds it: `name_namespace_uid_attempt`.
+    pub fn registrar_name(&self) -> String {
+        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// The persisted sandbox (`<root>/sandboxes/<id>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxRecord {
+    pub version: u32,
+    pub id: String,
+    pub config: PodConfig,
+    pub state: SandboxState,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    pub runtime_handler: String,
+    /// `<state_dir>/pods/<id>`.
+    pub state_dir: PathBuf,
+    /// Pinned namespaces (None: the host's).
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+    /// The pod's `/dev/shm` (None: the host's).
+    pub shm: Option<PathBuf>,
+    pub hostname_file: PathBuf,
+    pub hosts_file: PathBuf,
+    pub resolv_file: PathBuf,
+    /// The cgroup parent of its containers.
+    pub cgroup_parent: String,
+}
+
+impl Record for SandboxRecord {
+    const VERSION: u32 = 1;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// A filter for ListPodSandbox.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFilter {
+    pub id_prefix: String,
+    pub state: Option<SandboxState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SandboxFilter {
+    pub fn matches(&self, s: &SandboxRecord) -> bool {
+        s.id.starts_with(&self.id_prefix)
+            && self.state.is_none_or(|st| st == s.state)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| s.config.labels.get(k) == Some(v))
+    }
+}

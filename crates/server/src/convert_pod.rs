@@ -1,0 +1,179 @@
+//! CRI ↔ domain for pod sandboxes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use husk_engine::sandbox::{
+    DnsConfig, NamespaceMode, NamespaceOptions, PodConfig, PortMapping, SandboxFilter,
+    SandboxRecord, SandboxState,
+};
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+pub fn btree(m: &HashMap<String, String>) -> BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn ns_mode(v: i32) -> Result<NamespaceMode, Status> {
+    match cri::NamespaceMode::try_from(v) {
+        Ok(cri::NamespaceMode::Pod) => Ok(NamespaceMode::Pod),
+        Ok(cri::NamespaceMode::Container) => Ok(NamespaceMode::Container),
+        Ok(cri::NamespaceMode::Node) => Ok(NamespaceMode::Node),
+        Ok(cri::NamespaceMode::Target) => Ok(NamespaceMode::Target),
+        Err(_) => Err(Status::invalid_argument(format!("unknown namespace mode {v}"))),
+    }
+}
+
+pub fn ns_mode_cri(m: NamespaceMode) -> i32 {
+    (match m {
+        NamespaceMode::Pod => cri::NamespaceMode::Pod,
+        NamespaceMode::Container => cri::NamespaceMode::Container,
+        NamespaceMode::Node => cri::NamespaceMode::Node,
+        NamespaceMode::Target => cri::NamespaceMode::Target,
+    }) as i32
+}
+
+pub fn ns_options(o: Option<&cri::NamespaceOption>) -> Result<NamespaceOptions, Status> {
+    let Some(o) = o else {
+        return Ok(NamespaceOptions::default());
+    };
+    if o.userns_options.as_ref().is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32) {
+        return Err(Status::invalid_argument("user namespaces are not supported by husk yet"));
+    }
+    Ok(NamespaceOptions {
+        network: ns_mode(o.network)?,
+        pid: ns_mode(o.pid)?,
+        ipc: ns_mode(o.ipc)?,
+    })
+}
+
+/// The domain pod config of a RunPodSandbox request.
+pub fn pod_config(c: Option<cri::PodSandboxConfig>, handler: String) -> Result<PodConfig, Status> {
+    let c = c.ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let md = c
+        .metadata
+        .ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
+    let linux = c.linux.unwrap_or_default();
+    let sc = linux.security_context.unwrap_or_default();
+    let port_mappings = c
+        .port_mappings
+        .iter()
+        .map(|p| PortMapping {
+            protocol: cri::Protocol::try_from(p.protocol)
+                .map(|p| p.as_str_name().to_string())
+                .unwrap_or_else(|_| "TCP".into()),
+            container_port: p.container_port,
+            host_port: p.host_port,
+            host_ip: p.host_ip.clone(),
+        })
+        .collect();
+    Ok(PodConfig {
+        name: md.name,
+        uid: md.uid,
+        namespace: md.namespace,
+        attempt: md.attempt,
+        hostname: c.hostname,
+        log_directory: c.log_directory,
+        dns: c.dns_config.map(|d| DnsConfig {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
+        port_mappings,
+        labels: btree(&c.labels),
+        annotations: btree(&c.annotations),
+        cgroup_parent: linux.cgroup_parent,
+        sysctls: btree(&linux.sysctls),
+        namespaces: ns_options(sc.namespace_options.as_ref())?,
+        privileged: sc.privileged,
+        runtime_handler: handler,
+    })
+}
+
+fn metadata(c: &PodConfig) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: c.name.clone(),
+        uid: c.uid.clone(),
+        namespace: c.namespace.clone(),
+        attempt: c.attempt,
+    }
+}
+
+pub fn state(s: SandboxState) -> i32 {
+    (match s {
+        SandboxState::Ready => cri::PodSandboxState::SandboxReady,
+        SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+    }) as i32
+}
+
+pub fn pod_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
+    cri::PodSandboxStatus {
+        id: r.id.clone(),
+        metadata: Some(metadata(&r.config)),
+        state: state(r.state),
+        created_at: r.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: String::new(),
+            additional_ips: vec![],
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: ns_mode_cri(r.config.namespaces.network),
+                    pid: ns_mode_cri(r.config.namespaces.pid),
+                    ipc: ns_mode_cri(r.config.namespaces.ipc),
+                    target_id: String::new(),
+                    userns_options: None,
+                }),
+            }),
+        }),
+        labels: hash(&r.config.labels),
+        annotations: hash(&r.config.annotations),
+        runtime_handler: r.runtime_handler.clone(),
+    }
+}
+
+pub fn pod_sandbox(r: &SandboxRecord) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: r.id.clone(),
+        metadata: Some(metadata(&r.config)),
+        state: state(r.state),
+        created_at: r.created_at,
+        labels: hash(&r.config.labels),
+        annotations: hash(&r.config.annotations),
+        runtime_handler: r.runtime_handler.clone(),
+    }
+}
+
+/// Verbose PodSandboxStatus info, like containerd's `info` key.
+pub fn pod_info(r: &SandboxRecord) -> HashMap<String, String> {
+    let v = serde_json::json!({
+        "runtimeHandler": r.runtime_handler,
+        "config": r.config,
+        "netns": r.netns,
+        "ipcns": r.ipcns,
+        "utsns": r.utsns,
+        "shm": r.shm,
+        "stateDir": r.state_dir,
+        "cgroupParent": r.cgroup_parent,
+    });
+    HashMap::from([("info".to_string(), v.to_string())])
+}
+
+pub fn pod_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
+    let Some(f) = f else {
+        return SandboxFilter::default();
+    };
+    SandboxFilter {
+        id_prefix: f.id,
+        state: f.state.and_then(|s| match cri::PodSandboxState::try_from(s.state) {
+            Ok(cri::PodSandboxState::SandboxReady) => Some(SandboxState::Ready),
+            Ok(cri::PodSandboxState::SandboxNotready) => Some(SandboxState::NotReady),
+            Err(_) => None,
+        }),
+        labels: btree(&f.label_selector),
+    }
+}
