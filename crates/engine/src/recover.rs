@@ -14,7 +14,7 @@ impl Engine {
             if s.state != SandboxState::Ready {
                 continue;
             }
-            let alive = [&s.netns, &s.ipcns, &s.utsns]
+            let alive = [&s.netns, &s.ipcns, &s.utsns, &s.pidns]
                 .into_iter()
                 .flatten()
                 .all(|p| husk_sys::ns::is_pinned(p));

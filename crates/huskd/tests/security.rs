@@ -40,6 +40,9 @@ fn cap_eff(log: &[String]) -> u64 {
 #[tokio::test]
 async fn users_groups_env_and_workdir() {
     let mut env = Env::new().await;
+    let as_app = husk_test_support::busybox_image(&["id"]).unwrap().user("app").build();
+    push(&env.reg, "library/busybox", "as-app", &as_app).await;
+    pull(&mut env.img, "busybox:as-app").await.unwrap();
     for rt in RUNTIMES {
         // default: root
         let (log, _) = run_and_log(&mut env, &format!("u0-{rt}"), rt, &["id"], |_, _| {}).await;
@@ -61,6 +64,12 @@ async fn users_groups_env_and_workdir() {
         .await;
         assert!(log[0].starts_with("uid=1000(app) gid=1000(app)"), "{rt}: {log:?}");
         assert!(log[0].contains("2000(extra)"), "member of extra via /etc/group: {log:?}");
+        // the image's own User (a name, resolved in its /etc/passwd)
+        let (log, _) = run_and_log(&mut env, &format!("img-{rt}"), rt, &["id"], |cc, _| {
+            cc.image = image_spec("busybox:as-app");
+        })
+        .await;
+        assert!(log[0].starts_with("uid=1000(app) gid=1000(app)"), "{rt}: {log:?}");
         // env and working dir
         let (log, _) = run_and_log(&mut env, &format!("env-{rt}"), rt, &["sh", "-c", "echo $FOO; pwd; echo $HOSTNAME"], |cc, _| {
             cc.envs = vec![cri::KeyValue { key: "FOO".into(), value: "bar baz".into() }];
@@ -118,7 +127,7 @@ async fn capabilities_seccomp_masked_paths_readonly_rootfs() {
         assert_eq!((log.last().map(String::as_str), code), (Some("blocked"), 0), "{rt}: {log:?}");
 
         // masked and read-only paths
-        let (log, _) = run_and_log(&mut env, &format!("mask-{rt}"), rt, &["sh", "-c", "wc -c < /proc/kcore; echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo rw || echo ro"], |_, _| {}).await;
+        let (log, _) = run_and_log(&mut env, &format!("mask-{rt}"), rt, &["sh", "-c", "wc -c < /proc/timer_list; (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo rw || echo ro"], |_, _| {}).await;
         assert_eq!(log, vec!["0", "ro"], "{rt}");
 
         // read-only rootfs
@@ -135,7 +144,7 @@ async fn capabilities_seccomp_masked_paths_readonly_rootfs() {
 async fn bind_mounts_readonly_and_propagation() {
     let mut env = Env::new().await;
     let host = tempfile::tempdir().unwrap();
-    std::fs::write(host.path().join("hello"), "from host").unwrap();
+    std::fs::write(host.path().join("hello"), "from host\n").unwrap();
     let missing = host.path().join("created-by-husk");
     let pc = env.pod_config("mounts");
     let pod = env.run_pod(pc.clone(), "").await.unwrap();

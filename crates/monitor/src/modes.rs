@@ -129,6 +129,13 @@ pub fn pause() -> ExitCode {
         }
         Ok(None) => {
             let _ = rustix::thread::set_name(c"husk-pause");
+            // Let go of the caller's pipes: it reads our parent's stdout to its end.
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = rustix::stdio::dup2_stdin(&null);
+                let _ = rustix::stdio::dup2_stdout(&null);
+                let _ = rustix::stdio::dup2_stderr(&null);
+            }
+            let _ = rustix::process::setsid();
             // PID 1 ignores signals it has no handler for; SIGKILL from outside ends it.
             let sfd = match husk_sys::signalfd::SignalFd::new(&[libc_sigchld()]) {
                 Ok(s) => s,

@@ -152,6 +152,16 @@ fn pin(kind: &'static str, target: &Path) -> Result<(), NsError> {
     mount_bind(src.as_str(), target).map_err(|e| err(e.into()))
 }
 
+/// Pins an existing namespace file (e.g. `/proc/<pid>/ns/pid`) at `target`.
+pub fn pin_existing(src: &Path, target: &Path) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)?;
+    mount_bind(src, target).map_err(Into::into)
+}
+
 /// Removes a pin: lazy unmount, then delete the file. Missing pins are fine.
 pub fn unpin(target: &Path) -> io::Result<()> {
     match unmount(target, UnmountFlags::DETACH) {

@@ -174,7 +174,7 @@ impl Engine {
                 network: pod.netns.clone(),
                 ipc: pod.ipcns.clone(),
                 uts: pod.utsns.clone(),
-                pid: None,
+                pid: pod.pidns.clone(),
                 target_pid: self.target_pid_ns(&cfg)?,
             },
             rootfs: rootfs.clone(),

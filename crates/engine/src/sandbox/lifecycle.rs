@@ -50,11 +50,6 @@ impl Engine {
     /// `/dev/shm`, persists it READY. Any failure undoes every step.
     pub async fn run_pod_sandbox(&self, cfg: PodConfig) -> Result<SandboxRecord> {
         validate(&cfg)?;
-        if cfg.namespaces.pid == NamespaceMode::Pod {
-            return Err(EngineError::Invalid(
-                "a pod-shared PID namespace (namespace_options.pid = POD) is not supported by husk yet".into(),
-            ));
-        }
         let (handler, _) = self.runtime(&cfg.runtime_handler)?;
         let handler = handler.to_string();
         let id = new_id();
@@ -120,6 +115,17 @@ impl Engine {
             });
         }
 
+        let (pidns, infra_pid) = if cfg.namespaces.pid == NamespaceMode::Pod {
+            let (ns, pid) = self.start_infra(&dir).await?;
+            let n = ns.clone();
+            rb.push("stop pod infra", async move {
+                let _ = tokio::task::spawn_blocking(move || stop_infra(Some(pid), Some(&n))).await;
+            });
+            (Some(ns), Some(pid))
+        } else {
+            (None, None)
+        };
+
         let shm = if own_ipc {
             let shm = dir.join("shm");
             std::fs::create_dir_all(&shm).map_err(|e| EngineError::io("create", &shm, e))?;
@@ -168,6 +174,8 @@ impl Engine {
             netns: pin.net,
             ipcns: pin.ipc,
             utsns: pin.uts,
+            pidns,
+            infra_pid,
             shm,
             hostname_file,
             hosts_file,
@@ -196,10 +204,47 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts the init of a pod-shared PID namespace and pins its namespace.
+    async fn start_infra(&self, dir: &Path) -> Result<(PathBuf, i32)> {
+        let spawn = tokio::process::Command::new(&self.cfg.monitor_bin)
+            .arg("pause")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), spawn)
+            .await
+            .map_err(|_| EngineError::Timeout {
+                what: "starting the pod infra process".into(),
+                secs: 10,
+            })?
+            .map_err(|e| EngineError::io("spawn", &self.cfg.monitor_bin, e))?;
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| {
+                EngineError::Monitor(format!(
+                    "pod infra process did not start: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            })?;
+        let ns = dir.join("ns/pid");
+        let src = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+        let n = ns.clone();
+        let pinned = blocking(move || ns::pin_existing(&src, &n).map_err(|e| EngineError::io("pin", &n, e))).await;
+        if let Err(e) = pinned {
+            stop_infra(Some(pid), None);
+            return Err(e);
+        }
+        Ok((ns, pid))
+    }
+
     async fn release_pod_resources(&self, rec: &SandboxRecord) -> Result<()> {
         let pins = [rec.netns.clone(), rec.ipcns.clone(), rec.utsns.clone()];
         let shm = rec.shm.clone();
+        let (infra, pidns) = (rec.infra_pid, rec.pidns.clone());
         blocking(move || {
+            stop_infra(infra, pidns.as_deref());
             if let Some(s) = &shm {
                 husk_sys::mount::unmount_all(s).map_err(|e| EngineError::io("unmount", s, e))?;
             }
@@ -242,6 +287,20 @@ impl Engine {
         let mut v: Vec<_> = self.sandboxes.list().into_iter().filter(|s| f.matches(s)).collect();
         v.sort_by_key(|s| s.created_at);
         v
+    }
+}
+
+/// Kills the pod's PID-namespace init (which ends every process in that namespace) if it is
+/// still ours, and unpins the namespace.
+fn stop_infra(pid: Option<i32>, pin: Option<&Path>) {
+    if let Some(pid) = pid
+        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "husk-pause")
+        && let Some(p) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+    if let Some(p) = pin {
+        let _ = ns::unpin(p);
     }
 }
 

@@ -86,6 +86,9 @@ pub struct SandboxRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pod-shared PID namespace (pid = POD) and its init, a `husk-monitor pause` process.
+    pub pidns: Option<PathBuf>,
+    pub infra_pid: Option<i32>,
     /// The pod's `/dev/shm` (None: the host's).
     pub shm: Option<PathBuf>,
     pub hostname_file: PathBuf,
