@@ -19,6 +19,7 @@ run() {
 }
 
 TMP=''
+SOCK=''
 HUSKD_PID=''
 REGISTRY_PID=''
 
@@ -48,6 +49,10 @@ cleanup() {
       echo "--- husk-testimg registry output ---" >&2
       tail -n 10 "$TMP/registry.out" >&2 || true
     fi
+  fi
+  # Pods first: their namespaces and mounts must not outlive the demo.
+  if [ -n "$HUSKD_PID" ] && [ -n "$SOCK" ] && [ -S "$SOCK" ]; then
+    "$REPO/target/debug/huskctl" -r "unix://$SOCK" rmp -f -a >/dev/null 2>&1 || true
   fi
   [ -n "$HUSKD_PID" ] && stop_pid "$HUSKD_PID" 15
   [ -n "$REGISTRY_PID" ] && stop_pid "$REGISTRY_PID" 10
@@ -168,4 +173,32 @@ huskctl images
 "$HUSKCTL" -r "unix://$SOCK" images | grep -q 'busybox *offline' \
   || { echo "demo: the imported busybox:offline is not listed" >&2; exit 1; }
 
-printf '\n%sdemo finished: huskd pulled from a mirror and imported an archive%s\n' "$B$G" "$N"
+section "huskctl run: a busybox pod whose container prints a line"
+cat > "$TMP/pod.json" <<JSON
+{"metadata": {"name": "hello", "namespace": "default", "uid": "husk-demo-hello", "attempt": 0},
+ "log_directory": "$TMP/pod-logs",
+ "linux": {"security_context": {"namespace_options": {"pid": "CONTAINER"}}}}
+JSON
+cat > "$TMP/container.json" <<JSON
+{"metadata": {"name": "hello"}, "image": {"image": "busybox"},
+ "command": ["sh", "-c", "echo hello from husk, running on \$(hostname)"],
+ "log_path": "hello.log", "linux": {}}
+JSON
+CID=$("$HUSKCTL" -r "unix://$SOCK" run "$TMP/container.json" "$TMP/pod.json")
+echo "container $CID"
+exited() { "$HUSKCTL" -r "unix://$SOCK" ps -a -q --state exited | grep -q "^${CID:0:13}"; }
+wait_for "the container to finish" 30 exited
+
+section "huskctl ps -a / pods"
+huskctl ps -a
+huskctl pods
+
+section "huskctl logs (the container's CRI log)"
+huskctl logs "$CID"
+"$HUSKCTL" -r "unix://$SOCK" logs "$CID" | grep -q "hello from husk" \
+  || { echo "demo: the container's line is not in its log" >&2; exit 1; }
+
+section "Removing the pod"
+huskctl rmp -f -a
+
+printf '\n%sdemo finished: huskd pulled from a mirror, imported an archive and ran a pod%s\n' "$B$G" "$N"

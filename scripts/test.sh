@@ -10,4 +10,4 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # Integration tests start real daemons and registries; two at a time on small machines.
-cargo test --workspace -- --test-threads="${HUSK_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads="${HUSK_TEST_THREADS:-2}"

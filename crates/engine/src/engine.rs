@@ -62,7 +62,10 @@ impl Engine {
     /// Opens the stores and reserves the names of what they hold. Call [`Engine::recover`]
     /// next to reconcile with what actually runs.
     pub fn open(cfg: EngineConfig, images: Arc<ImageService>) -> Result<Engine> {
-        for d in [&cfg.state_dir.join("pods"), &cfg.state_dir.join("containers")] {
+        for d in [
+            &cfg.state_dir.join("pods"),
+            &cfg.state_dir.join("containers"),
+        ] {
             std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
         }
         let sandboxes: Store<SandboxRecord> = Store::open(cfg.root.join("sandboxes"))?;
@@ -110,7 +113,11 @@ impl Engine {
 
     /// The runtime for a handler name ("" = the default).
     pub(crate) fn runtime(&self, handler: &str) -> Result<(&str, &OciRuntime)> {
-        let name = if handler.is_empty() { self.cfg.default_runtime.as_str() } else { handler };
+        let name = if handler.is_empty() {
+            self.cfg.default_runtime.as_str()
+        } else {
+            handler
+        };
         self.runtimes
             .get_key_value(name)
             .map(|(k, v)| (k.as_str(), v))

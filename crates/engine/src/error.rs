@@ -68,7 +68,12 @@ impl EngineError {
             Image(e) => e.kind(),
             Spec(e) => e.kind(),
             Timeout { .. } => ErrorKind::DeadlineExceeded,
-            Oci(_) | Monitor(_) | Namespaces(_) | Mount(_) | Io { .. } | Corrupt { .. }
+            Oci(_)
+            | Monitor(_)
+            | Namespaces(_)
+            | Mount(_)
+            | Io { .. }
+            | Corrupt { .. }
             | Task(_) => ErrorKind::Internal,
         }
     }

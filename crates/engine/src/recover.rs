@@ -20,7 +20,8 @@ impl Engine {
                 .all(|p| husk_sys::ns::is_pinned(p));
             if !alive {
                 tracing::warn!(pod = %s.id, "namespaces gone (reboot?): pod is NOTREADY");
-                self.sandboxes.update(&s.id, |r| r.state = SandboxState::NotReady)?;
+                self.sandboxes
+                    .update(&s.id, |r| r.state = SandboxState::NotReady)?;
             }
         }
         let mut running = 0;

@@ -34,7 +34,10 @@ impl<T: Record> Store<T> {
         let mut map = HashMap::new();
         for e in fs::read_dir(&dir).map_err(|e| EngineError::io("list", &dir, e))? {
             let path = e.map_err(|e| EngineError::io("list", &dir, e))?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if name.starts_with('.') {
                 let _ = fs::remove_file(&path);
                 continue;
@@ -64,11 +67,20 @@ impl<T: Record> Store<T> {
     }
 
     pub fn get(&self, id: &str) -> Option<T> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<T> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Persists then indexes.
@@ -118,8 +130,14 @@ impl<T: Record> Store<T> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(EngineError::io("remove", &path, e)),
         }
-        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(())
     }
 
@@ -132,7 +150,10 @@ impl<T: Record> Store<T> {
         if prefix.is_empty() {
             return Err(EngineError::Invalid(format!("{what} id must not be empty")));
         }
-        let hits: Vec<&T> = map.values().filter(|r| r.id().starts_with(prefix)).collect();
+        let hits: Vec<&T> = map
+            .values()
+            .filter(|r| r.id().starts_with(prefix))
+            .collect();
         match hits.len() {
             1 => Ok(hits[0].clone()),
             0 => Err(EngineError::NotFound {
@@ -161,7 +182,11 @@ fn load<T: Record>(path: &Path) -> Result<T> {
     if r.version() != T::VERSION {
         return Err(EngineError::Corrupt {
             path: path.to_path_buf(),
-            message: format!("record version {} (this husk reads {})", r.version(), T::VERSION),
+            message: format!(
+                "record version {} (this husk reads {})",
+                r.version(),
+                T::VERSION
+            ),
         });
     }
     Ok(r)
@@ -191,14 +216,34 @@ mod tests {
     fn put_update_resolve_reopen() {
         let d = tempfile::tempdir().unwrap();
         let s: Store<R> = Store::open(d.path()).unwrap();
-        s.put(&R { version: 1, id: "abc123".into(), n: 1 }).unwrap();
-        s.put(&R { version: 1, id: "abd456".into(), n: 2 }).unwrap();
+        s.put(&R {
+            version: 1,
+            id: "abc123".into(),
+            n: 1,
+        })
+        .unwrap();
+        s.put(&R {
+            version: 1,
+            id: "abd456".into(),
+            n: 2,
+        })
+        .unwrap();
         assert_eq!(s.resolve("x", "abc").unwrap().n, 1);
-        assert!(matches!(s.resolve("x", "ab"), Err(EngineError::Ambiguous { count: 2, .. })));
-        assert!(matches!(s.resolve("x", "zz"), Err(EngineError::NotFound { .. })));
+        assert!(matches!(
+            s.resolve("x", "ab"),
+            Err(EngineError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            s.resolve("x", "zz"),
+            Err(EngineError::NotFound { .. })
+        ));
         s.update("abc123", |r| r.n = 9).unwrap();
         fs::write(d.path().join("bad.json"), "{").unwrap();
-        fs::write(d.path().join("old.json"), r#"{"version":7,"id":"old","n":0}"#).unwrap();
+        fs::write(
+            d.path().join("old.json"),
+            r#"{"version":7,"id":"old","n":0}"#,
+        )
+        .unwrap();
         drop(s);
         let s: Store<R> = Store::open(d.path()).unwrap();
         assert_eq!(s.get("abc123").unwrap().n, 9);

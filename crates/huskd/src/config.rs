@@ -181,7 +181,10 @@ impl Config {
             );
         }
         if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
-            bail!("cgroup_driver = {:?}: must be \"cgroupfs\" or \"systemd\"", self.cgroup_driver);
+            bail!(
+                "cgroup_driver = {:?}: must be \"cgroupfs\" or \"systemd\"",
+                self.cgroup_driver
+            );
         }
         if self.cgroup_driver == "systemd" {
             bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use husk_image::{ImageService, ImageServiceConfig};
 use husk_engine::{CgroupDriver, Engine, EngineConfig};
+use husk_image::{ImageService, ImageServiceConfig};
 use husk_server::{DaemonInfo, RpcLogLayer, Services};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -133,7 +133,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .context("opening the pod and container store")?,
         )
     };
-    engine.recover().await.context("recovering pods and containers")?;
+    engine
+        .recover()
+        .await
+        .context("recovering pods and containers")?;
     spawn_reaper(&cfg);
     let services = Services {
         engine,

@@ -42,17 +42,29 @@ async fn version_status_and_unimplemented_rpcs() {
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 
     let err = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: "x".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
-    let err = rt
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap_err();
+    assert!(
+        err.message().contains("ContainerStats"),
+        "{}",
+        err.message()
+    );
+    let err = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ListContainers"));
+    assert!(err.message().contains("Exec"));
+    let rc = rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
 }
 
 #[tokio::test]

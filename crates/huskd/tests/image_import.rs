@@ -200,3 +200,29 @@ async fn streaming_pull_reports_layer_progress() {
     }
     assert_eq!(last.unwrap().unwrap_err().code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn importing_a_pulled_image_adds_names_only() {
+    let reg = registry().await;
+    let img = busybox_image(&["true"]).unwrap().build();
+    push(&reg, "library/busybox", "latest", &img).await;
+    let h = huskd();
+    mirror(&h, "docker.io", &reg.url(), "");
+    let mut c = h.image_client().await.unwrap();
+    pull(&mut c, "busybox").await.unwrap();
+    let before = status(&mut c, "busybox").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("bb.tar");
+    write_docker_save_archive(&img, &["busybox:offline"], &tar).unwrap();
+    let res = import(&h, &tar).await.unwrap();
+    assert_eq!(res.images[0].id, before.id);
+    assert_eq!(
+        res.images[0].repo_tags,
+        vec!["docker.io/library/busybox:offline"],
+        "only the archive's names"
+    );
+    let after = status(&mut c, "busybox").await.unwrap();
+    assert_eq!(after.size, before.size, "the pulled record keeps its size");
+    assert_eq!(after.repo_tags.len(), 2);
+    assert!(after.repo_digests.contains(&before.repo_digests[0]));
+}

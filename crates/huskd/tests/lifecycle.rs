@@ -15,7 +15,11 @@ async fn lifecycle_logs_and_exit_codes_on_both_runtimes() {
     for rt in RUNTIMES {
         // exit 0 with stdout and stderr
         let (_, ok) = env
-            .run(&format!("ok-{rt}"), rt, &["sh", "-c", "echo out; echo err >&2; exit 0"])
+            .run(
+                &format!("ok-{rt}"),
+                rt,
+                &["sh", "-c", "echo out; echo err >&2; exit 0"],
+            )
             .await;
         let s = env.wait_exited(&ok).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{rt}");
@@ -25,52 +29,87 @@ async fn lifecycle_logs_and_exit_codes_on_both_runtimes() {
         assert!(log.contains(" stderr F err\n"), "{rt}: {log}");
 
         // exit 3
-        let (_, three) = env.run(&format!("three-{rt}"), rt, &["sh", "-c", "exit 3"]).await;
+        let (_, three) = env
+            .run(&format!("three-{rt}"), rt, &["sh", "-c", "exit 3"])
+            .await;
         let s = env.wait_exited(&three).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"), "{rt}");
 
         // SIGTERM on stop → 143; a process ignoring it is SIGKILLed after the timeout → 137
         // (PID 1 ignores signals it has no handler for, so the shell installs one)
         let (_, term) = env
-            .run(&format!("term-{rt}"), rt, &["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.2; done"])
+            .run(
+                &format!("term-{rt}"),
+                rt,
+                &[
+                    "sh",
+                    "-c",
+                    "trap 'exit 143' TERM; while true; do sleep 0.2; done",
+                ],
+            )
             .await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         env.rt
-            .stop_container(cri::StopContainerRequest { container_id: term.clone(), timeout: 10 })
+            .stop_container(cri::StopContainerRequest {
+                container_id: term.clone(),
+                timeout: 10,
+            })
             .await
             .unwrap();
         assert_eq!(env.status(&term).await.exit_code, 143, "{rt}");
 
         let (_, stubborn) = env
-            .run(&format!("stubborn-{rt}"), rt, &["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"])
+            .run(
+                &format!("stubborn-{rt}"),
+                rt,
+                &[
+                    "sh",
+                    "-c",
+                    "trap '' TERM; echo ready; while true; do sleep 1; done",
+                ],
+            )
             .await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let t0 = std::time::Instant::now();
         env.rt
-            .stop_container(cri::StopContainerRequest { container_id: stubborn.clone(), timeout: 2 })
+            .stop_container(cri::StopContainerRequest {
+                container_id: stubborn.clone(),
+                timeout: 2,
+            })
             .await
             .unwrap();
         let waited = t0.elapsed();
-        assert!(waited >= std::time::Duration::from_secs(2), "{rt}: waited {waited:?}");
+        assert!(
+            waited >= std::time::Duration::from_secs(2),
+            "{rt}: waited {waited:?}"
+        );
         let s = env.status(&stubborn).await;
         assert_eq!(s.exit_code, 137, "{rt}");
         assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
         // stop and remove are idempotent
         for _ in 0..2 {
             env.rt
-                .stop_container(cri::StopContainerRequest { container_id: stubborn.clone(), timeout: 0 })
+                .stop_container(cri::StopContainerRequest {
+                    container_id: stubborn.clone(),
+                    timeout: 0,
+                })
                 .await
                 .unwrap();
         }
         for _ in 0..2 {
             env.rt
-                .remove_container(cri::RemoveContainerRequest { container_id: stubborn.clone() })
+                .remove_container(cri::RemoveContainerRequest {
+                    container_id: stubborn.clone(),
+                })
                 .await
                 .unwrap();
         }
         let err = env
             .rt
-            .container_status(cri::ContainerStatusRequest { container_id: stubborn, verbose: false })
+            .container_status(cri::ContainerStatusRequest {
+                container_id: stubborn,
+                verbose: false,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -83,7 +122,10 @@ async fn exec_sync_output_exit_code_and_timeouts() {
     let mut env = Env::new().await;
     for rt in RUNTIMES {
         let (_, c) = env.run(&format!("exec-{rt}"), rt, &["sleep", "1000"]).await;
-        let r = env.exec(&c, &["sh", "-c", "echo hello; echo oops >&2; exit 7"], 10).await.unwrap();
+        let r = env
+            .exec(&c, &["sh", "-c", "echo hello; echo oops >&2; exit 7"], 10)
+            .await
+            .unwrap();
         assert_eq!(r.stdout, b"hello\n", "{rt}");
         assert_eq!(r.stderr, b"oops\n");
         assert_eq!(r.exit_code, 7);
@@ -92,16 +134,30 @@ async fn exec_sync_output_exit_code_and_timeouts() {
         let t0 = std::time::Instant::now();
         let err = env.exec(&c, &["sleep", "100"], 1).await.unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{rt}: {err:?}");
-        assert!(t0.elapsed() < std::time::Duration::from_secs(8), "{rt}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(8),
+            "{rt}: {:?}",
+            t0.elapsed()
+        );
 
         // a background child keeping stdout open does not hold the call
         let t0 = std::time::Instant::now();
-        let r = env.exec(&c, &["sh", "-c", "sleep 100 & echo done"], 10).await.unwrap();
+        let r = env
+            .exec(&c, &["sh", "-c", "sleep 100 & echo done"], 10)
+            .await
+            .unwrap();
         assert_eq!(r.stdout, b"done\n", "{rt}");
-        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{rt}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{rt}: {:?}",
+            t0.elapsed()
+        );
 
         // output is captured in full (1 MiB)
-        let r = env.exec(&c, &["sh", "-c", "head -c 1048576 /dev/zero"], 10).await.unwrap();
+        let r = env
+            .exec(&c, &["sh", "-c", "head -c 1048576 /dev/zero"], 10)
+            .await
+            .unwrap();
         assert_eq!(r.stdout.len(), 1 << 20);
 
         let err = env.exec(&c, &[], 1).await.unwrap_err();
@@ -136,8 +192,14 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("nothere:1"), "{}", err.message());
     // duplicate container name
-    let c = env.create(&pod, container_config("c", &["true"]), &pc).await.unwrap();
-    let err = env.create(&pod, container_config("c", &["true"]), &pc).await.unwrap_err();
+    let c = env
+        .create(&pod, container_config("c", &["true"]), &pc)
+        .await
+        .unwrap();
+    let err = env
+        .create(&pod, container_config("c", &["true"]), &pc)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains(&c));
     // log path escaping the log directory
@@ -150,28 +212,42 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
     assert_eq!(err.code(), Code::NotFound);
     let err = env
         .rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: "nope".into(), verbose: false })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "nope".into(),
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     env.rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: "nope".into() })
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
         .await
         .unwrap();
     env.rt
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: "nope".into() })
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
         .await
         .unwrap();
     env.rt
-        .remove_container(cri::RemoveContainerRequest { container_id: "nope".into() })
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: "nope".into(),
+        })
         .await
         .unwrap();
     // a container in a stopped pod cannot be created
     env.rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
         .await
         .unwrap();
-    let err = env.create(&pod, container_config("late", &["true"]), &pc).await.unwrap_err();
+    let err = env
+        .create(&pod, container_config("late", &["true"]), &pc)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     env.teardown().await;
 }
@@ -186,7 +262,11 @@ async fn pod_status_list_filters_and_files() {
         searches: vec!["default.svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     });
-    pc.linux.as_mut().unwrap().sysctls.insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
     let pod = env.run_pod(pc.clone(), "").await.unwrap();
     let other = env.run_pod(env.pod_config("other"), "").await.unwrap();
     let c = env
@@ -197,15 +277,24 @@ async fn pod_status_list_filters_and_files() {
     env.wait_exited(&c).await;
     let log = env.log(&c).await;
     assert_eq!(log[0], "web");
-    assert!(log.contains(&"nameserver 10.96.0.10".to_string()), "{log:?}");
-    assert!(log.contains(&"search default.svc.cluster.local".to_string()), "{log:?}");
+    assert!(
+        log.contains(&"nameserver 10.96.0.10".to_string()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&"search default.svc.cluster.local".to_string()),
+        "{log:?}"
+    );
     assert!(log.contains(&"options ndots:5".to_string()), "{log:?}");
     assert!(log.contains(&"80".to_string()), "{log:?}");
     assert_eq!(log.last().unwrap(), "lo", "own netns with only lo: {log:?}");
 
     let st = env
         .rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: true })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -235,13 +324,24 @@ async fn pod_status_list_filters_and_files() {
         ..Default::default()
     };
     assert_eq!(list(by_label).await, vec![pod.clone()]);
-    assert_eq!(list(cri::PodSandboxFilter { id: other[..8].into(), ..Default::default() }).await, vec![other.clone()]);
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            id: other[..8].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![other.clone()]
+    );
     env.rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: other.clone() })
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: other.clone(),
+        })
         .await
         .unwrap();
     let not_ready = cri::PodSandboxFilter {
-        state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 }),
+        state: Some(cri::PodSandboxStateValue {
+            state: cri::PodSandboxState::SandboxNotready as i32,
+        }),
         ..Default::default()
     };
     assert_eq!(list(not_ready).await, vec![other]);
@@ -249,7 +349,10 @@ async fn pod_status_list_filters_and_files() {
     let cs = env
         .rt
         .list_containers(cri::ListContainersRequest {
-            filter: Some(cri::ContainerFilter { pod_sandbox_id: pod.clone(), ..Default::default() }),
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
@@ -269,7 +372,10 @@ async fn twenty_pods_in_parallel() {
         let pc = env.pod_config(&format!("par-{i}"));
         tasks.push(tokio::spawn(async move {
             let pod = rt
-                .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() })
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(pc.clone()),
+                    runtime_handler: String::new(),
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -284,7 +390,11 @@ async fn twenty_pods_in_parallel() {
                 .unwrap()
                 .into_inner()
                 .container_id;
-            rt.start_container(cri::StartContainerRequest { container_id: c.clone() }).await.unwrap();
+            rt.start_container(cri::StartContainerRequest {
+                container_id: c.clone(),
+            })
+            .await
+            .unwrap();
             (pod, c)
         }));
     }
@@ -301,25 +411,41 @@ async fn twenty_pods_in_parallel() {
 #[tokio::test]
 async fn containers_survive_a_daemon_restart() {
     let mut env = Env::new().await;
-    let (_, long) = env.run("survivor", "", &["sh", "-c", "echo up; sleep 1000"]).await;
+    let (_, long) = env
+        .run("survivor", "", &["sh", "-c", "echo up; sleep 1000"])
+        .await;
     let (_, short) = env.run("quick", "", &["sh", "-c", "sleep 2; exit 5"]).await;
     env.h.kill().unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await; // `quick` exits meanwhile
     env.h.restart().unwrap();
     env.rt = env.h.runtime_client().await.unwrap();
     let s = env.status(&long).await;
-    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "{s:?}");
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{s:?}"
+    );
     let s = env.status(&short).await;
-    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{s:?}");
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
     assert_eq!(s.exit_code, 5);
     // still manageable: exec and stop work after the restart
     let r = env.exec(&long, &["echo", "still here"], 5).await.unwrap();
     assert_eq!(r.stdout, b"still here\n");
     env.rt
-        .stop_container(cri::StopContainerRequest { container_id: long.clone(), timeout: 1 })
+        .stop_container(cri::StopContainerRequest {
+            container_id: long.clone(),
+            timeout: 1,
+        })
         .await
         .unwrap();
-    assert_eq!(env.status(&long).await.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(
+        env.status(&long).await.state,
+        cri::ContainerState::ContainerExited as i32
+    );
     assert_eq!(env.log(&long).await, vec!["up"]);
     env.teardown().await;
 }
@@ -336,7 +462,10 @@ async fn pod_shared_pid_namespace() {
         a.linux = None;
         let a = env.create(&pod, a, &pc).await.unwrap();
         env.start(&a).await.unwrap();
-        let mut b = container_config("looker", &["sh", "-c", "cat /proc/1/comm; ps -o comm | grep -c sleep"]);
+        let mut b = container_config(
+            "looker",
+            &["sh", "-c", "cat /proc/1/comm; ps -o comm | grep -c sleep"],
+        );
         b.linux = None;
         let b = env.create(&pod, b, &pc).await.unwrap();
         env.start(&b).await.unwrap();
@@ -344,11 +473,20 @@ async fn pod_shared_pid_namespace() {
         assert_eq!(env.log(&b).await, vec!["husk-pause", "1"], "{rt}");
         // Stopping the pod ends every process in its PID namespace.
         env.rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
             .await
             .unwrap();
-        assert_eq!(env.status(&a).await.state, cri::ContainerState::ContainerExited as i32);
-        let out = std::process::Command::new("pgrep").arg("-x").arg("husk-pause").output().unwrap();
+        assert_eq!(
+            env.status(&a).await.state,
+            cri::ContainerState::ContainerExited as i32
+        );
+        let out = std::process::Command::new("pgrep")
+            .arg("-x")
+            .arg("husk-pause")
+            .output()
+            .unwrap();
         let _ = out; // other tests may run pods of their own; the leak check below is per pod
         env.remove_pod(&pod).await;
     }

@@ -62,8 +62,9 @@ fn clean(path: &str) -> String {
 }
 
 impl ImageService {
-    /// Imports every image of the archive at `path`; returns their records.
-    pub async fn import_archive(&self, path: &Path) -> Result<Vec<ImageRecord>> {
+    /// Imports every image of the archive at `path`; returns each image's record and the names
+    /// the archive gave it.
+    pub async fn import_archive(&self, path: &Path) -> Result<Vec<(ImageRecord, Vec<String>)>> {
         let _gc = self.gc_read().await;
         let content = self.content().clone();
         let p = path.to_path_buf();
@@ -94,7 +95,7 @@ impl ImageService {
             let size = f.manifest_len
                 + f.manifest.config.size("config")?
                 + layers.iter().map(|l| l.size).sum::<u64>();
-            let tags = f.names.iter().filter_map(|r| r.tagged()).collect();
+            let tags: Vec<String> = f.names.iter().filter_map(|r| r.tagged()).collect();
             let digests = f
                 .names
                 .iter()
@@ -106,7 +107,7 @@ impl ImageService {
                 .record_image(
                     config_digest,
                     f.manifest_digest,
-                    tags,
+                    tags.clone(),
                     digests,
                     layers,
                     blobs,
@@ -115,7 +116,7 @@ impl ImageService {
                 )
                 .await?;
             tracing::info!(image = %rec.id, tags = ?rec.repo_tags, "imported image");
-            out.push(rec);
+            out.push((rec, tags));
         }
         Ok(out)
     }

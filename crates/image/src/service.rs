@@ -716,10 +716,14 @@ impl ImageService {
             user: None,
             created_at: chrono::Utc::now().timestamp(),
         });
-        rec.manifest = manifest;
-        rec.layers = layers;
+        // The same image (same config) reached again, e.g. imported after a pull: keep what the
+        // record says about its layers and size, add the new names and keep the new blobs.
+        if rec.layers.is_empty() {
+            rec.manifest = manifest;
+            rec.layers = layers;
+            rec.size = size;
+        }
         rec.blobs.extend(blobs);
-        rec.size = size;
         rec.user = config.config.as_ref().and_then(|c| c.user.clone());
         for t in tags {
             if !rec.repo_tags.contains(&t) {

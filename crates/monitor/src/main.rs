@@ -19,7 +19,9 @@ fn main() -> ExitCode {
         [mode, rest @ ..] if mode == "exec-sync" => modes::exec_sync(rest),
         [mode] if mode == "pause" => modes::pause(),
         _ => {
-            eprintln!("usage: husk-monitor --config <monitor.json> | exec-sync ... | pause | --version");
+            eprintln!(
+                "usage: husk-monitor --config <monitor.json> | exec-sync ... | pause | --version"
+            );
             ExitCode::from(2)
         }
     }

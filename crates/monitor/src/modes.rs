@@ -60,7 +60,9 @@ fn parse(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
 /// Our stdout/stderr are the exec'd process's; our exit code is its exit code (128+signal).
 pub fn exec_sync(args: &[std::ffi::OsString]) -> ExitCode {
     let Some(a) = parse(args) else {
-        eprintln!("usage: husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L");
+        eprintln!(
+            "usage: husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L"
+        );
         return ExitCode::from(2);
     };
     let fail = |msg: String| {
@@ -130,7 +132,11 @@ pub fn pause() -> ExitCode {
         Ok(None) => {
             let _ = rustix::thread::set_name(c"husk-pause");
             // Let go of the caller's pipes: it reads our parent's stdout to its end.
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 let _ = rustix::stdio::dup2_stdin(&null);
                 let _ = rustix::stdio::dup2_stdout(&null);
                 let _ = rustix::stdio::dup2_stderr(&null);

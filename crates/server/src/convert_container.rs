@@ -12,9 +12,13 @@ use crate::convert_pod::{btree, hash, ns_options};
 fn propagation(v: i32) -> Result<si::Propagation, Status> {
     match cri::MountPropagation::try_from(v) {
         Ok(cri::MountPropagation::PropagationPrivate) => Ok(si::Propagation::Private),
-        Ok(cri::MountPropagation::PropagationHostToContainer) => Ok(si::Propagation::HostToContainer),
+        Ok(cri::MountPropagation::PropagationHostToContainer) => {
+            Ok(si::Propagation::HostToContainer)
+        }
         Ok(cri::MountPropagation::PropagationBidirectional) => Ok(si::Propagation::Bidirectional),
-        Err(_) => Err(Status::invalid_argument(format!("unknown mount propagation {v}"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown mount propagation {v}"
+        ))),
     }
 }
 
@@ -26,18 +30,32 @@ fn propagation_cri(p: si::Propagation) -> i32 {
     }) as i32
 }
 
-fn seccomp(p: Option<&cri::SecurityProfile>, legacy_path: &str) -> Result<si::SeccompProfile, Status> {
+fn seccomp(
+    p: Option<&cri::SecurityProfile>,
+    legacy_path: &str,
+) -> Result<si::SeccompProfile, Status> {
     match p {
         Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(cri::security_profile::ProfileType::RuntimeDefault) => Ok(si::SeccompProfile::RuntimeDefault),
-            Ok(cri::security_profile::ProfileType::Unconfined) => Ok(si::SeccompProfile::Unconfined),
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
+                Ok(si::SeccompProfile::RuntimeDefault)
+            }
+            Ok(cri::security_profile::ProfileType::Unconfined) => {
+                Ok(si::SeccompProfile::Unconfined)
+            }
             Ok(cri::security_profile::ProfileType::Localhost) => {
                 if p.localhost_ref.is_empty() {
-                    return Err(Status::invalid_argument("seccomp Localhost profile needs localhost_ref"));
+                    return Err(Status::invalid_argument(
+                        "seccomp Localhost profile needs localhost_ref",
+                    ));
                 }
-                Ok(si::SeccompProfile::Localhost(p.localhost_ref.clone().into()))
+                Ok(si::SeccompProfile::Localhost(
+                    p.localhost_ref.clone().into(),
+                ))
             }
-            Err(_) => Err(Status::invalid_argument(format!("unknown seccomp profile type {}", p.profile_type))),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown seccomp profile type {}",
+                p.profile_type
+            ))),
         },
         None => Ok(match legacy_path {
             "" | "unconfined" => si::SeccompProfile::Unconfined,
@@ -45,22 +63,34 @@ fn seccomp(p: Option<&cri::SecurityProfile>, legacy_path: &str) -> Result<si::Se
             other => match other.strip_prefix("localhost/") {
                 Some(path) => si::SeccompProfile::Localhost(path.into()),
                 None => {
-                    return Err(Status::invalid_argument(format!("unknown seccomp profile {other:?}")));
+                    return Err(Status::invalid_argument(format!(
+                        "unknown seccomp profile {other:?}"
+                    )));
                 }
             },
         }),
     }
 }
 
-fn apparmor(p: Option<&cri::SecurityProfile>, legacy: &str) -> Result<Option<si::AppArmorProfile>, Status> {
+fn apparmor(
+    p: Option<&cri::SecurityProfile>,
+    legacy: &str,
+) -> Result<Option<si::AppArmorProfile>, Status> {
     if let Some(p) = p {
         return match cri::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(cri::security_profile::ProfileType::RuntimeDefault) => Ok(Some(si::AppArmorProfile::RuntimeDefault)),
-            Ok(cri::security_profile::ProfileType::Unconfined) => Ok(Some(si::AppArmorProfile::Unconfined)),
-            Ok(cri::security_profile::ProfileType::Localhost) => {
-                Ok(Some(si::AppArmorProfile::Localhost(p.localhost_ref.clone())))
+            Ok(cri::security_profile::ProfileType::RuntimeDefault) => {
+                Ok(Some(si::AppArmorProfile::RuntimeDefault))
             }
-            Err(_) => Err(Status::invalid_argument(format!("unknown apparmor profile type {}", p.profile_type))),
+            Ok(cri::security_profile::ProfileType::Unconfined) => {
+                Ok(Some(si::AppArmorProfile::Unconfined))
+            }
+            Ok(cri::security_profile::ProfileType::Localhost) => Ok(Some(
+                si::AppArmorProfile::Localhost(p.localhost_ref.clone()),
+            )),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown apparmor profile type {}",
+                p.profile_type
+            ))),
         };
     }
     Ok(match legacy {
@@ -68,7 +98,10 @@ fn apparmor(p: Option<&cri::SecurityProfile>, legacy: &str) -> Result<Option<si:
         "unconfined" => Some(si::AppArmorProfile::Unconfined),
         "runtime/default" => Some(si::AppArmorProfile::RuntimeDefault),
         other => Some(si::AppArmorProfile::Localhost(
-            other.strip_prefix("localhost/").unwrap_or(other).to_string(),
+            other
+                .strip_prefix("localhost/")
+                .unwrap_or(other)
+                .to_string(),
         )),
     })
 }
@@ -135,10 +168,14 @@ pub fn container_config(c: Option<cri::ContainerConfig>) -> Result<ContainerConf
     let mut mounts = Vec::with_capacity(c.mounts.len());
     for m in &c.mounts {
         if m.image.is_some() {
-            return Err(Status::invalid_argument("image volume mounts are not supported by husk yet"));
+            return Err(Status::invalid_argument(
+                "image volume mounts are not supported by husk yet",
+            ));
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return Err(Status::invalid_argument("id-mapped mounts are not supported by husk yet"));
+            return Err(Status::invalid_argument(
+                "id-mapped mounts are not supported by husk yet",
+            ));
         }
         mounts.push(si::MountSpec {
             container_path: m.container_path.clone(),
@@ -261,28 +298,33 @@ pub fn container_status(r: &ContainerRecord) -> cri::ContainerStatus {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        resources: r.config.settings.resources.as_ref().map(|res| cri::ContainerResources {
-            linux: Some(cri::LinuxContainerResources {
-                cpu_period: res.cpu_period,
-                cpu_quota: res.cpu_quota,
-                cpu_shares: res.cpu_shares,
-                memory_limit_in_bytes: res.memory_limit_in_bytes,
-                oom_score_adj: res.oom_score_adj,
-                cpuset_cpus: res.cpuset_cpus.clone(),
-                cpuset_mems: res.cpuset_mems.clone(),
-                hugepage_limits: res
-                    .hugepage_limits
-                    .iter()
-                    .map(|h| cri::HugepageLimit {
-                        page_size: h.page_size.clone(),
-                        limit: h.limit,
-                    })
-                    .collect(),
-                unified: hash(&res.unified),
-                memory_swap_limit_in_bytes: res.memory_swap_limit_in_bytes,
+        resources: r
+            .config
+            .settings
+            .resources
+            .as_ref()
+            .map(|res| cri::ContainerResources {
+                linux: Some(cri::LinuxContainerResources {
+                    cpu_period: res.cpu_period,
+                    cpu_quota: res.cpu_quota,
+                    cpu_shares: res.cpu_shares,
+                    memory_limit_in_bytes: res.memory_limit_in_bytes,
+                    oom_score_adj: res.oom_score_adj,
+                    cpuset_cpus: res.cpuset_cpus.clone(),
+                    cpuset_mems: res.cpuset_mems.clone(),
+                    hugepage_limits: res
+                        .hugepage_limits
+                        .iter()
+                        .map(|h| cri::HugepageLimit {
+                            page_size: h.page_size.clone(),
+                            limit: h.limit,
+                        })
+                        .collect(),
+                    unified: hash(&res.unified),
+                    memory_swap_limit_in_bytes: res.memory_swap_limit_in_bytes,
+                }),
+                windows: None,
             }),
-            windows: None,
-        }),
         image_id: r.image_id.to_string(),
         user: None,
     }
@@ -312,13 +354,15 @@ pub fn container_filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
     };
     ContainerFilter {
         id_prefix: f.id,
-        state: f.state.and_then(|s| match cri::ContainerState::try_from(s.state) {
-            Ok(cri::ContainerState::ContainerCreated) => Some(ContainerState::Created),
-            Ok(cri::ContainerState::ContainerRunning) => Some(ContainerState::Running),
-            Ok(cri::ContainerState::ContainerExited) => Some(ContainerState::Exited),
-            Ok(cri::ContainerState::ContainerUnknown) => Some(ContainerState::Unknown),
-            Err(_) => None,
-        }),
+        state: f
+            .state
+            .and_then(|s| match cri::ContainerState::try_from(s.state) {
+                Ok(cri::ContainerState::ContainerCreated) => Some(ContainerState::Created),
+                Ok(cri::ContainerState::ContainerRunning) => Some(ContainerState::Running),
+                Ok(cri::ContainerState::ContainerExited) => Some(ContainerState::Exited),
+                Ok(cri::ContainerState::ContainerUnknown) => Some(ContainerState::Unknown),
+                Err(_) => None,
+            }),
         sandbox_id: f.pod_sandbox_id,
         labels: btree(&f.label_selector),
     }

@@ -23,7 +23,9 @@ pub fn ns_mode(v: i32) -> Result<NamespaceMode, Status> {
         Ok(cri::NamespaceMode::Container) => Ok(NamespaceMode::Container),
         Ok(cri::NamespaceMode::Node) => Ok(NamespaceMode::Node),
         Ok(cri::NamespaceMode::Target) => Ok(NamespaceMode::Target),
-        Err(_) => Err(Status::invalid_argument(format!("unknown namespace mode {v}"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown namespace mode {v}"
+        ))),
     }
 }
 
@@ -40,8 +42,13 @@ pub fn ns_options(o: Option<&cri::NamespaceOption>) -> Result<NamespaceOptions, 
     let Some(o) = o else {
         return Ok(NamespaceOptions::default());
     };
-    if o.userns_options.as_ref().is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32) {
-        return Err(Status::invalid_argument("user namespaces are not supported by husk yet"));
+    if o.userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
+    {
+        return Err(Status::invalid_argument(
+            "user namespaces are not supported by husk yet",
+        ));
     }
     Ok(NamespaceOptions {
         network: ns_mode(o.network)?,
@@ -169,11 +176,13 @@ pub fn pod_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
     };
     SandboxFilter {
         id_prefix: f.id,
-        state: f.state.and_then(|s| match cri::PodSandboxState::try_from(s.state) {
-            Ok(cri::PodSandboxState::SandboxReady) => Some(SandboxState::Ready),
-            Ok(cri::PodSandboxState::SandboxNotready) => Some(SandboxState::NotReady),
-            Err(_) => None,
-        }),
+        state: f
+            .state
+            .and_then(|s| match cri::PodSandboxState::try_from(s.state) {
+                Ok(cri::PodSandboxState::SandboxReady) => Some(SandboxState::Ready),
+                Ok(cri::PodSandboxState::SandboxNotready) => Some(SandboxState::NotReady),
+                Err(_) => None,
+            }),
         labels: btree(&f.label_selector),
     }
 }

@@ -130,9 +130,9 @@ impl api::husk_server::Husk for Husk {
             Ok(api::ImportImageResponse {
                 images: recs
                     .iter()
-                    .map(|r| api::ImportedImage {
+                    .map(|(r, tags)| api::ImportedImage {
                         id: r.id.to_string(),
-                        repo_tags: r.repo_tags.clone(),
+                        repo_tags: tags.clone(),
                         repo_digests: r.repo_digests.clone(),
                     })
                     .collect(),

@@ -114,8 +114,15 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
         let req = request.into_inner();
         let cfg = convert_pod::pod_config(req.config, req.runtime_handler)?;
-        let rec = self.s.engine.run_pod_sandbox(cfg).await.map_err(EngineErr)?;
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: rec.id }))
+        let rec = self
+            .s
+            .engine
+            .run_pod_sandbox(cfg)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: rec.id,
+        }))
     }
 
     async fn stop_pod_sandbox(
@@ -135,7 +142,11 @@ impl RuntimeService for Runtime {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = required_id(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?;
-        self.s.engine.remove_pod_sandbox(id).await.map_err(EngineErr)?;
+        self.s
+            .engine
+            .remove_pod_sandbox(id)
+            .await
+            .map_err(EngineErr)?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -148,7 +159,11 @@ impl RuntimeService for Runtime {
         let rec = self.s.engine.pod_sandbox(id).map_err(EngineErr)?;
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(convert_pod::pod_status(&rec)),
-            info: if req.verbose { convert_pod::pod_info(&rec) } else { Default::default() },
+            info: if req.verbose {
+                convert_pod::pod_info(&rec)
+            } else {
+                Default::default()
+            },
             containers_statuses: vec![],
             timestamp: 0,
         }))
@@ -159,7 +174,13 @@ impl RuntimeService for Runtime {
         request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let f = convert_pod::pod_filter(request.into_inner().filter);
-        let items = self.s.engine.list_pod_sandboxes(&f).iter().map(convert_pod::pod_sandbox).collect();
+        let items = self
+            .s
+            .engine
+            .list_pod_sandboxes(&f)
+            .iter()
+            .map(convert_pod::pod_sandbox)
+            .collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -170,8 +191,15 @@ impl RuntimeService for Runtime {
         let req = request.into_inner();
         let pod = required_id(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let cfg = convert_container::container_config(req.config)?;
-        let rec = self.s.engine.create_container(&pod, cfg).await.map_err(EngineErr)?;
-        Ok(Response::new(cri::CreateContainerResponse { container_id: rec.id }))
+        let rec = self
+            .s
+            .engine
+            .create_container(&pod, cfg)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: rec.id,
+        }))
     }
 
     async fn start_container(
@@ -192,7 +220,11 @@ impl RuntimeService for Runtime {
         if req.timeout < 0 {
             return Err(Status::invalid_argument("timeout must not be negative"));
         }
-        self.s.engine.stop_container(id, req.timeout).await.map_err(EngineErr)?;
+        self.s
+            .engine
+            .stop_container(id, req.timeout)
+            .await
+            .map_err(EngineErr)?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -201,7 +233,11 @@ impl RuntimeService for Runtime {
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let id = required_id(&request.get_ref().container_id, "container_id")?;
-        self.s.engine.remove_container(id).await.map_err(EngineErr)?;
+        self.s
+            .engine
+            .remove_container(id)
+            .await
+            .map_err(EngineErr)?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -210,7 +246,13 @@ impl RuntimeService for Runtime {
         request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let f = convert_container::container_filter(request.into_inner().filter);
-        let containers = self.s.engine.list_containers(&f).iter().map(convert_container::container).collect();
+        let containers = self
+            .s
+            .engine
+            .list_containers(&f)
+            .iter()
+            .map(convert_container::container)
+            .collect();
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
@@ -223,7 +265,11 @@ impl RuntimeService for Runtime {
         let rec = self.s.engine.container(id).map_err(EngineErr)?;
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(convert_container::container_status(&rec)),
-            info: if req.verbose { convert_container::container_info(&rec) } else { Default::default() },
+            info: if req.verbose {
+                convert_container::container_info(&rec)
+            } else {
+                Default::default()
+            },
         }))
     }
 
@@ -236,7 +282,12 @@ impl RuntimeService for Runtime {
         if req.timeout < 0 {
             return Err(Status::invalid_argument("timeout must not be negative"));
         }
-        let out = self.s.engine.exec_sync(id, &req.cmd, req.timeout).await.map_err(EngineErr)?;
+        let out = self
+            .s
+            .engine
+            .exec_sync(id, &req.cmd, req.timeout)
+            .await
+            .map_err(EngineErr)?;
         Ok(Response::new(cri::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -253,7 +304,9 @@ impl RuntimeService for Runtime {
             CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
         };
         Ok(Response::new(cri::RuntimeConfigResponse {
-            linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }),
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
         }))
     }
 
@@ -265,17 +318,6 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         Err(unimplemented("GetContainerEvents"))
     }
-
-
-
-
-
-
-
-
-
-
-
 
     async fn update_container_resources(
         &self,
@@ -290,7 +332,6 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
         Err(unimplemented("ReopenContainerLog"))
     }
-
 
     async fn exec(
         &self,
@@ -368,5 +409,4 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
         Err(unimplemented("ListPodSandboxMetrics"))
     }
-
 }

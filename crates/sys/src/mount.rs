@@ -75,7 +75,9 @@ fn do_mount(
 
 /// Commas and colons separate overlay options and layers: escape them in paths.
 fn escape(p: &str) -> String {
-    p.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+    p.replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
 }
 
 /// Unmounts `target` (lazily, so a busy mount can't wedge teardown). Not mounted is fine.
@@ -103,7 +105,10 @@ pub fn is_mountpoint(path: &Path) -> bool {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 #[cfg(test)]

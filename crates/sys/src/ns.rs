@@ -122,9 +122,12 @@ fn in_new_namespaces(req: &PinRequest) -> Result<(), NsError> {
 /// sysctls land in that thread's namespaces.
 fn write_sysctl(key: &str, value: &str) -> Result<(), NsError> {
     let valid = !key.is_empty()
-        && key
-            .split(['.', '/'])
-            .all(|c| !c.is_empty() && c != ".." && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch)));
+        && key.split(['.', '/']).all(|c| {
+            !c.is_empty()
+                && c != ".."
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch))
+        });
     if !valid {
         return Err(NsError::SysctlName { key: key.into() });
     }
@@ -240,9 +243,19 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         assert_eq!(run(&["hostname"]), "pod-host");
-        assert_eq!(run(&["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]), "77");
-        assert!(run(&["cat", "/sys/class/net/lo/flags"]).ends_with('9'), "lo up");
-        assert_eq!(fs::read_link("/proc/self/ns/net").unwrap(), host_net, "our netns untouched");
+        assert_eq!(
+            run(&["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]),
+            "77"
+        );
+        assert!(
+            run(&["cat", "/sys/class/net/lo/flags"]).ends_with('9'),
+            "lo up"
+        );
+        assert_eq!(
+            fs::read_link("/proc/self/ns/net").unwrap(),
+            host_net,
+            "our netns untouched"
+        );
         for k in ["net", "ipc", "uts"] {
             unpin(&d.path().join(k)).unwrap();
             unpin(&d.path().join(k)).unwrap();
@@ -265,6 +278,9 @@ mod tests {
             sysctls: vec![("../../etc/passwd".into(), "1".into())],
             ..Default::default()
         };
-        assert!(matches!(create_pinned(&req), Err(NsError::SysctlName { .. })));
+        assert!(matches!(
+            create_pinned(&req),
+            Err(NsError::SysctlName { .. })
+        ));
     }
 }

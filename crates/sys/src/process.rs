@@ -22,7 +22,10 @@ pub fn reap_orphans(skip: &[&str]) -> usize {
         let Ok(children) = std::fs::read_to_string(t.path().join("children")) else {
             continue;
         };
-        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
@@ -45,24 +48,6 @@ pub fn reap_orphans(skip: &[&str]) -> usize {
     reaped
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reaps_unwaited_zombies_but_not_skipped_ones() {
-        let child = std::process::Command::new("/bin/true").spawn().unwrap();
-        let pid = child.id() as i32;
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        // "true" is skipped: still a zombie.
-        assert_eq!(reap_orphans(&["true"]), 0);
-        assert!(std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
-        assert!(reap_orphans(&[]) >= 1);
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
-        drop(child);
-    }
-}
-
 /// Creates a new PID namespace and forks its init: returns `Some(child pid)` in the parent and
 /// `None` in the child, which is PID 1 of the new namespace.
 ///
@@ -79,5 +64,27 @@ pub fn fork_pid_namespace_init() -> io::Result<Option<Pid>> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),
         p => Ok(Pid::from_raw(p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaps_unwaited_zombies_but_not_skipped_ones() {
+        let child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // "true" is skipped: still a zombie.
+        assert_eq!(reap_orphans(&["true"]), 0);
+        assert!(
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap()
+                .contains(") Z")
+        );
+        assert!(reap_orphans(&[]) >= 1);
+        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
+        drop(child);
     }
 }

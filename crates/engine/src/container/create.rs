@@ -42,7 +42,9 @@ impl Engine {
         cfg: ContainerConfig,
     ) -> Result<ContainerRecord> {
         if cfg.name.trim().is_empty() {
-            return Err(EngineError::Invalid("container metadata.name is required".into()));
+            return Err(EngineError::Invalid(
+                "container metadata.name is required".into(),
+            ));
         }
         if cfg.image.trim().is_empty() {
             return Err(EngineError::Invalid("container image is required".into()));
@@ -56,16 +58,22 @@ impl Engine {
                 message: "containers can only be created in a ready pod".into(),
             });
         }
-        let image = self.images.status(&cfg.image)?.ok_or_else(|| EngineError::NotFound {
-            what: "image",
-            id: cfg.image.clone(),
-        })?;
+        let image = self
+            .images
+            .status(&cfg.image)?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "image",
+                id: cfg.image.clone(),
+            })?;
         let log_path = log_file(&pod, &cfg.log_path)?;
         let id = new_id();
         let _lock = self.locks.lock(id.clone()).await;
         let started = std::time::Instant::now();
         let mut rb = Rollback::default();
-        match self.create_steps(&id, &pod, image, cfg, log_path, &mut rb).await {
+        match self
+            .create_steps(&id, &pod, image, cfg, log_path, &mut rb)
+            .await
+        {
             Ok(rec) => {
                 rb.disarm();
                 tracing::info!(container = %id, pod = %pod.id, name = %rec.config.name, ms = started.elapsed().as_millis() as u64, "container created");
@@ -107,9 +115,17 @@ impl Engine {
         let rootfs = bundle.join("rootfs");
         let monitor_dir = self.cfg.state_dir.join("s").join(&id[..16]);
         if monitor_dir.exists() {
-            return Err(EngineError::Invalid(format!("container id prefix {} collides", &id[..16])));
+            return Err(EngineError::Invalid(format!(
+                "container id prefix {} collides",
+                &id[..16]
+            )));
         }
-        for d in [&rootfs, &rw_dir.join("upper"), &rw_dir.join("work"), &monitor_dir] {
+        for d in [
+            &rootfs,
+            &rw_dir.join("upper"),
+            &rw_dir.join("work"),
+            &monitor_dir,
+        ] {
             std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
         }
         {
@@ -129,7 +145,10 @@ impl Engine {
         self.images.leases().add(id, chain_ids.clone());
         {
             let (images, i) = (self.images.clone(), id.to_string());
-            rb.push("drop image lease", async move { images.leases().remove(&i) });
+            rb.push(
+                "drop image lease",
+                async move { images.leases().remove(&i) },
+            );
         }
         let mut lowers = self.images.snapshotter().lowerdirs(&chain_ids)?;
         if lowers.is_empty() {
@@ -137,7 +156,11 @@ impl Engine {
             std::fs::create_dir_all(&empty).map_err(|e| EngineError::io("create", &empty, e))?;
             lowers.push(empty);
         }
-        husk_sys::mount::overlay(&lowers, Some((&rw_dir.join("upper"), &rw_dir.join("work"))), &rootfs)?;
+        husk_sys::mount::overlay(
+            &lowers,
+            Some((&rw_dir.join("upper"), &rw_dir.join("work"))),
+            &rootfs,
+        )?;
         {
             let r = rootfs.clone();
             rb.push("unmount rootfs", async move {
@@ -146,6 +169,15 @@ impl Engine {
         }
 
         let cgroups_path = self.cgroups_path(&pod.cgroup_parent, id);
+        // Network and IPC are the pod's, whatever the container config says (the kubelet always
+        // sends them equal); pid POD in a pod without a shared PID namespace means its own.
+        let mut settings = cfg.settings.clone();
+        let ns = &mut settings.security.namespaces;
+        ns.network = pod.config.namespaces.network;
+        ns.ipc = pod.config.namespaces.ipc;
+        if ns.pid == si::NamespaceMode::Pod && pod.pidns.is_none() {
+            ns.pid = si::NamespaceMode::Container;
+        }
         let input = si::SpecInput {
             identity: si::Identity {
                 container_id: id.to_string(),
@@ -156,7 +188,7 @@ impl Engine {
                 pod_uid: pod.config.uid.clone(),
                 image_name: cfg.image.clone(),
             },
-            container: cfg.settings.clone(),
+            container: settings,
             pod: si::PodSettings {
                 hostname: std::fs::read_to_string(&pod.hostname_file)
                     .map(|s| s.trim().to_string())
@@ -213,8 +245,10 @@ impl Engine {
             cgroup_oom_paths: self.oom_paths(&cgroups_path),
         };
         let mpath = bundle.join("monitor.json");
-        let data = serde_json::to_vec_pretty(&mcfg).map_err(|e| EngineError::Task(e.to_string()))?;
-        husk_sys::fs::atomic_write(&mpath, &data).map_err(|e| EngineError::io("write", &mpath, e))?;
+        let data =
+            serde_json::to_vec_pretty(&mcfg).map_err(|e| EngineError::Task(e.to_string()))?;
+        husk_sys::fs::atomic_write(&mpath, &data)
+            .map_err(|e| EngineError::io("write", &mpath, e))?;
         let (mut child, pid) = husk_monitor::client::spawn_monitor(&self.cfg.monitor_bin, &mpath)
             .await
             .map_err(|e| EngineError::Monitor(e.to_string()))?;

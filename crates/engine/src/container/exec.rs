@@ -28,7 +28,12 @@ pub struct ExecOutput {
 
 impl Engine {
     /// Runs `cmd` in container `id`; `timeout_secs` 0 means no timeout.
-    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout_secs: i64) -> Result<ExecOutput> {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout_secs: i64,
+    ) -> Result<ExecOutput> {
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(EngineError::Invalid("exec: cmd must not be empty".into()));
         }
@@ -102,8 +107,13 @@ async fn run_exec(
     cmd: &[String],
 ) -> Result<ExecOutput> {
     let mut c = tokio::process::Command::from(std_cmd);
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = c.spawn().map_err(|e| EngineError::io("spawn", "runtime exec", e))?;
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c
+        .spawn()
+        .map_err(|e| EngineError::io("spawn", "runtime exec", e))?;
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(EngineError::Task("exec: pipes missing".into()));
     };

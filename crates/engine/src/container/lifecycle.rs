@@ -16,7 +16,12 @@ impl Engine {
     }
 
     pub fn list_containers(&self, f: &ContainerFilter) -> Vec<ContainerRecord> {
-        let mut v: Vec<_> = self.containers.list().into_iter().filter(|c| f.matches(c)).collect();
+        let mut v: Vec<_> = self
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| f.matches(c))
+            .collect();
         v.sort_by_key(|c| c.created_at);
         v
     }
@@ -88,22 +93,25 @@ impl Engine {
                 .and_then(parse_signal)
                 .unwrap_or(15);
             let (r, cid) = (rt.clone(), rec.id.clone());
-            if let Err(e) = blocking(move || r.kill(&cid, sig, false).map_err(Into::into)).await {
-                if !is_not_running(&e) {
-                    return Err(e);
-                }
+            if let Err(e) = blocking(move || r.kill(&cid, sig, false).map_err(Into::into)).await
+                && !is_not_running(&e)
+            {
+                return Err(e);
             }
-            if self.wait_exited(&rec.id, Duration::from_secs(timeout_secs as u64)).await {
+            if self
+                .wait_exited(&rec.id, Duration::from_secs(timeout_secs as u64))
+                .await
+            {
                 tracing::info!(container = %rec.id, signal = sig, "container stopped");
                 return Ok(());
             }
             tracing::info!(container = %rec.id, timeout_secs, "stop timeout: sending SIGKILL");
         }
         let (r, cid) = (rt.clone(), rec.id.clone());
-        if let Err(e) = blocking(move || r.kill(&cid, 9, true).map_err(Into::into)).await {
-            if !is_not_running(&e) {
-                return Err(e);
-            }
+        if let Err(e) = blocking(move || r.kill(&cid, 9, true).map_err(Into::into)).await
+            && !is_not_running(&e)
+        {
+            return Err(e);
         }
         if !self.wait_exited(&rec.id, KILL_GRACE).await {
             return Err(EngineError::Timeout {
@@ -132,7 +140,8 @@ impl Engine {
         let r = rec.clone();
         blocking(move || {
             let rootfs = r.rootfs();
-            husk_sys::mount::unmount_all(&rootfs).map_err(|e| EngineError::io("unmount", &rootfs, e))?;
+            husk_sys::mount::unmount_all(&rootfs)
+                .map_err(|e| EngineError::io("unmount", &rootfs, e))?;
             for d in [&r.bundle, &r.rw_dir, &r.monitor_dir] {
                 match std::fs::remove_dir_all(d) {
                     Ok(()) => {}
@@ -145,9 +154,18 @@ impl Engine {
         .await?;
         self.containers.delete(&rec.id)?;
         self.names.release(&rec.registrar_name, &rec.id);
-        self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.id);
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
         self.images.leases().remove(&rec.id);
-        if self.images.status(&rec.image_id.to_string()).ok().flatten().is_none() {
+        if self
+            .images
+            .status(&rec.image_id.to_string())
+            .ok()
+            .flatten()
+            .is_none()
+        {
             // Its image was removed while it ran: the snapshots can go now.
             self.images.gc().await?;
         }
@@ -159,6 +177,8 @@ impl Engine {
 fn is_not_running(e: &EngineError) -> bool {
     matches!(
         e,
-        EngineError::Oci(husk_oci::OciError::NotRunning { .. } | husk_oci::OciError::NotFound { .. })
+        EngineError::Oci(
+            husk_oci::OciError::NotRunning { .. } | husk_oci::OciError::NotFound { .. }
+        )
     )
 }

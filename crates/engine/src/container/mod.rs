@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch as tokio_watch;
 
 pub use exec::ExecOutput;
-pub(crate) use watch::parse_rfc3339_nanos as parse_finished;
 pub use husk_monitor::protocol::ExitRecord;
+pub(crate) use watch::parse_rfc3339_nanos as parse_finished;
 
 use crate::spec::input::ContainerSettings;
 use crate::store::Record;

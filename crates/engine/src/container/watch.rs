@@ -55,7 +55,10 @@ impl Engine {
             .get(id)
             .cloned();
         let Some(mut rx) = rx else {
-            return self.containers.get(id).is_none_or(|r| r.state == ContainerState::Exited);
+            return self
+                .containers
+                .get(id)
+                .is_none_or(|r| r.state == ContainerState::Exited);
         };
         tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some()))
             .await
@@ -67,13 +70,10 @@ impl Engine {
 /// back to the exit file, and failing that reports an unknown exit (255).
 async fn wait_for_exit(socket: &std::path::Path, exit_file: &std::path::Path) -> ExitRecord {
     loop {
-        match MonitorClient::connect(socket).await {
-            Ok(c) => {
-                if let Ok(e) = c.wait().await {
-                    return e;
-                }
-            }
-            Err(_) => {}
+        if let Ok(c) = MonitorClient::connect(socket).await
+            && let Ok(e) = c.wait().await
+        {
+            return e;
         }
         // The monitor writes the exit file before it goes away.
         if let Some(e) = read_exit_file(exit_file) {

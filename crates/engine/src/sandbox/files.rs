@@ -18,7 +18,9 @@ pub fn hosts(hostname: &str) -> String {
 
 /// `resolv.conf` from the pod's DNS config, or the host's when it has none.
 pub fn resolv_conf(dns: Option<&DnsConfig>, host_resolv: &Path) -> Result<String> {
-    let Some(d) = dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty())) else {
+    let Some(d) =
+        dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()))
+    else {
         return match std::fs::read_to_string(host_resolv) {
             Ok(s) => Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -27,7 +29,9 @@ pub fn resolv_conf(dns: Option<&DnsConfig>, host_resolv: &Path) -> Result<String
     };
     for v in d.servers.iter().chain(&d.searches).chain(&d.options) {
         if v.contains(['\n', '\r']) {
-            return Err(EngineError::Invalid(format!("dns_config value {v:?} contains a newline")));
+            return Err(EngineError::Invalid(format!(
+                "dns_config value {v:?} contains a newline"
+            )));
         }
     }
     let mut s = String::new();
@@ -60,8 +64,14 @@ mod tests {
         );
         let tmp = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(tmp.path(), "nameserver 9.9.9.9\n").unwrap();
-        assert_eq!(resolv_conf(None, tmp.path()).unwrap(), "nameserver 9.9.9.9\n");
-        let bad = DnsConfig { servers: vec!["1.1.1.1\nevil".into()], ..Default::default() };
+        assert_eq!(
+            resolv_conf(None, tmp.path()).unwrap(),
+            "nameserver 9.9.9.9\n"
+        );
+        let bad = DnsConfig {
+            servers: vec!["1.1.1.1\nevil".into()],
+            ..Default::default()
+        };
         assert!(resolv_conf(Some(&bad), tmp.path()).is_err());
         assert!(hosts("web-0").contains("127.0.1.1\tweb-0"));
     }

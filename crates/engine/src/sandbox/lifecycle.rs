@@ -12,13 +12,23 @@ use crate::rollback::Rollback;
 use crate::store::Record;
 
 fn validate(cfg: &PodConfig) -> Result<()> {
-    for (what, v) in [("name", &cfg.name), ("uid", &cfg.uid), ("namespace", &cfg.namespace)] {
+    for (what, v) in [
+        ("name", &cfg.name),
+        ("uid", &cfg.uid),
+        ("namespace", &cfg.namespace),
+    ] {
         if v.trim().is_empty() {
-            return Err(EngineError::Invalid(format!("sandbox metadata.{what} is required")));
+            return Err(EngineError::Invalid(format!(
+                "sandbox metadata.{what} is required"
+            )));
         }
     }
-    if cfg.namespaces.network == NamespaceMode::Target || cfg.namespaces.ipc == NamespaceMode::Target {
-        return Err(EngineError::Invalid("TARGET namespace mode is only valid for pid".into()));
+    if cfg.namespaces.network == NamespaceMode::Target
+        || cfg.namespaces.ipc == NamespaceMode::Target
+    {
+        return Err(EngineError::Invalid(
+            "TARGET namespace mode is only valid for pid".into(),
+        ));
     }
     if !cfg.log_directory.is_empty() && !Path::new(&cfg.log_directory).is_absolute() {
         return Err(EngineError::Invalid(format!(
@@ -26,20 +36,26 @@ fn validate(cfg: &PodConfig) -> Result<()> {
             cfg.log_directory
         )));
     }
-    for (k, _) in &cfg.sysctls {
+    for k in cfg.sysctls.keys() {
         let net = k.starts_with("net.");
         let ipc = k.starts_with("kernel.shm")
             || k.starts_with("kernel.msg")
             || k == "kernel.sem"
             || k.starts_with("fs.mqueue.");
         if net && cfg.namespaces.network == NamespaceMode::Node {
-            return Err(EngineError::Invalid(format!("sysctl {k} needs the pod's own network namespace")));
+            return Err(EngineError::Invalid(format!(
+                "sysctl {k} needs the pod's own network namespace"
+            )));
         }
         if ipc && cfg.namespaces.ipc == NamespaceMode::Node {
-            return Err(EngineError::Invalid(format!("sysctl {k} needs the pod's own IPC namespace")));
+            return Err(EngineError::Invalid(format!(
+                "sysctl {k} needs the pod's own IPC namespace"
+            )));
         }
         if !net && !ipc {
-            return Err(EngineError::Invalid(format!("sysctl {k} is not namespaced: not allowed in a pod")));
+            return Err(EngineError::Invalid(format!(
+                "sysctl {k} is not namespaced: not allowed in a pod"
+            )));
         }
     }
     Ok(())
@@ -71,7 +87,13 @@ impl Engine {
         }
     }
 
-    async fn run_steps(&self, id: &str, handler: &str, cfg: PodConfig, rb: &mut Rollback) -> Result<SandboxRecord> {
+    async fn run_steps(
+        &self,
+        id: &str,
+        handler: &str,
+        cfg: PodConfig,
+        rb: &mut Rollback,
+    ) -> Result<SandboxRecord> {
         let name = cfg.registrar_name();
         self.names.reserve(&name, id)?;
         {
@@ -94,7 +116,11 @@ impl Engine {
         // UTS follows the network namespace, as in the kubelet's model.
         let own_uts = own_net;
         let hostname = if cfg.hostname.is_empty() {
-            if own_uts { cfg.name.clone() } else { host_hostname() }
+            if own_uts {
+                cfg.name.clone()
+            } else {
+                host_hostname()
+            }
         } else {
             cfg.hostname.clone()
         };
@@ -103,7 +129,11 @@ impl Engine {
             ipc: own_ipc.then(|| dir.join("ns/ipc")),
             uts: own_uts.then(|| dir.join("ns/uts")),
             hostname: own_uts.then(|| hostname.clone()),
-            sysctls: cfg.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sysctls: cfg
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             loopback_up: true,
         };
         if pin.net.is_some() || pin.ipc.is_some() || pin.uts.is_some() || !pin.sysctls.is_empty() {
@@ -111,7 +141,8 @@ impl Engine {
             blocking(move || ns::create_pinned(&p).map_err(Into::into)).await?;
             let p = pin.clone();
             rb.push("unpin namespaces", async move {
-                let _ = tokio::task::spawn_blocking(move || unpin_all(&[p.net, p.ipc, p.uts])).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || unpin_all(&[p.net, p.ipc, p.uts])).await;
             });
         }
 
@@ -153,7 +184,8 @@ impl Engine {
             (&hosts_file, hosts),
             (&resolv_file, resolv),
         ] {
-            husk_sys::fs::atomic_write(p, data.as_bytes()).map_err(|e| EngineError::io("write", p, e))?;
+            husk_sys::fs::atomic_write(p, data.as_bytes())
+                .map_err(|e| EngineError::io("write", p, e))?;
         }
         if !cfg.log_directory.is_empty() {
             let ld = PathBuf::from(&cfg.log_directory);
@@ -192,13 +224,19 @@ impl Engine {
     /// an unknown id is NotFound (the CRI allows it to be an error).
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         let rec = self.sandboxes.resolve("pod sandbox", id)?;
-        for c in self.containers.list().into_iter().filter(|c| c.sandbox_id == rec.id) {
+        for c in self
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| c.sandbox_id == rec.id)
+        {
             self.stop_container(&c.id, 0).await?;
         }
         let _lock = self.locks.lock(rec.id.clone()).await;
         self.release_pod_resources(&rec).await?;
         if rec.state != SandboxState::NotReady {
-            self.sandboxes.update(&rec.id, |r| r.state = SandboxState::NotReady)?;
+            self.sandboxes
+                .update(&rec.id, |r| r.state = SandboxState::NotReady)?;
             tracing::info!(pod = %rec.id, "pod sandbox stopped");
         }
         Ok(())
@@ -231,7 +269,9 @@ impl Engine {
         let ns = dir.join("ns/pid");
         let src = PathBuf::from(format!("/proc/{pid}/ns/pid"));
         let n = ns.clone();
-        let pinned = blocking(move || ns::pin_existing(&src, &n).map_err(|e| EngineError::io("pin", &n, e))).await;
+        let pinned =
+            blocking(move || ns::pin_existing(&src, &n).map_err(|e| EngineError::io("pin", &n, e)))
+                .await;
         if let Err(e) = pinned {
             stop_infra(Some(pid), None);
             return Err(e);
@@ -260,7 +300,12 @@ impl Engine {
             Err(EngineError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        for c in self.containers.list().into_iter().filter(|c| c.sandbox_id == rec.id) {
+        for c in self
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| c.sandbox_id == rec.id)
+        {
             self.remove_container(&c.id).await?;
         }
         let _lock = self.locks.lock(rec.id.clone()).await;
@@ -284,7 +329,12 @@ impl Engine {
     }
 
     pub fn list_pod_sandboxes(&self, f: &SandboxFilter) -> Vec<SandboxRecord> {
-        let mut v: Vec<_> = self.sandboxes.list().into_iter().filter(|s| f.matches(s)).collect();
+        let mut v: Vec<_> = self
+            .sandboxes
+            .list()
+            .into_iter()
+            .filter(|s| f.matches(s))
+            .collect();
         v.sort_by_key(|s| s.created_at);
         v
     }
@@ -294,7 +344,8 @@ impl Engine {
 /// still ours, and unpins the namespace.
 fn stop_infra(pid: Option<i32>, pin: Option<&Path>) {
     if let Some(pid) = pid
-        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "husk-pause")
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "husk-pause")
         && let Some(p) = rustix::process::Pid::from_raw(pid)
     {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);

@@ -60,7 +60,10 @@ pub struct PodConfig {
 impl PodConfig {
     /// The registrar key, as containerd builds it: `name_namespace_uid_attempt`.
     pub fn registrar_name(&self) -> String {
-        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
     }
 }
 

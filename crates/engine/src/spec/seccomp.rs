@@ -160,10 +160,10 @@ pub(crate) fn to_oci(
             if ex.arches.contains(&host.arch) || ex.caps.iter().any(has_cap) {
                 continue;
             }
-            if let Some(k) = &ex.min_kernel {
-                if host.kernel >= parse_kernel(name, k)? {
-                    continue;
-                }
+            if let Some(k) = &ex.min_kernel
+                && host.kernel >= parse_kernel(name, k)?
+            {
+                continue;
             }
         }
         if let Some(inc) = &r.includes {
@@ -173,10 +173,10 @@ pub(crate) fn to_oci(
             if !inc.caps.iter().all(has_cap) {
                 continue;
             }
-            if let Some(k) = &inc.min_kernel {
-                if host.kernel < parse_kernel(name, k)? {
-                    continue;
-                }
+            if let Some(k) = &inc.min_kernel
+                && host.kernel < parse_kernel(name, k)?
+            {
+                continue;
             }
         }
         let names = match &r.name {

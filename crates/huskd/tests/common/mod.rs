@@ -189,9 +189,7 @@ pub struct Env {
 impl Env {
     pub async fn new() -> Env {
         let reg = registry().await;
-        let busybox = husk_test_support::busybox_image(&["sh"])
-            .unwrap()
-            .build();
+        let busybox = husk_test_support::busybox_image(&["sh"]).unwrap().build();
         push(&reg, "library/busybox", "latest", &busybox).await;
         let h = huskd();
         mirror(&h, "docker.io", &reg.url(), "");
@@ -228,7 +226,11 @@ impl Env {
         }
     }
 
-    pub async fn run_pod(&mut self, cfg: cri::PodSandboxConfig, handler: &str) -> Result<String, tonic::Status> {
+    pub async fn run_pod(
+        &mut self,
+        cfg: cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, tonic::Status> {
         self.rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(cfg),
@@ -256,14 +258,19 @@ impl Env {
 
     pub async fn start(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.rt
-            .start_container(cri::StartContainerRequest { container_id: id.into() })
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
             .await
             .map(|_| ())
     }
 
     pub async fn status(&mut self, id: &str) -> cri::ContainerStatus {
         self.rt
-            .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
             .await
             .unwrap()
             .into_inner()
@@ -283,7 +290,12 @@ impl Env {
         panic!("container {id} did not exit: {:?}", self.status(id).await);
     }
 
-    pub async fn exec(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    pub async fn exec(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
         self.rt
             .exec_sync(cri::ExecSyncRequest {
                 container_id: id.into(),
@@ -298,7 +310,10 @@ impl Env {
     pub async fn run(&mut self, name: &str, handler: &str, cmd: &[&str]) -> (String, String) {
         let pc = self.pod_config(name);
         let pod = self.run_pod(pc.clone(), handler).await.unwrap();
-        let c = self.create(&pod, container_config("main", cmd), &pc).await.unwrap();
+        let c = self
+            .create(&pod, container_config("main", cmd), &pc)
+            .await
+            .unwrap();
         self.start(&c).await.unwrap();
         (pod, c)
     }
@@ -311,11 +326,15 @@ impl Env {
 
     pub async fn remove_pod(&mut self, pod: &str) {
         self.rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.into() })
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            })
             .await
             .unwrap();
         self.rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.into() })
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            })
             .await
             .unwrap();
     }
@@ -350,7 +369,10 @@ impl Env {
 
 pub fn container_config(name: &str, cmd: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
         image: image_spec("busybox"),
         command: cmd.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
@@ -399,13 +421,23 @@ pub fn assert_no_leaks(h: &Huskd, container_ids: &[String]) {
     let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
     assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
     for id in container_ids {
-        for ctl in ["memory", "cpu", "pids", "devices", "freezer", "blkio", "cpuset"] {
+        for ctl in [
+            "memory", "cpu", "pids", "devices", "freezer", "blkio", "cpuset",
+        ] {
             let p = Path::new("/sys/fs/cgroup").join(ctl).join("husk").join(id);
             assert!(!p.exists(), "cgroup left: {}", p.display());
         }
-        let out = std::process::Command::new("pgrep").arg("-f").arg(id).output().unwrap();
+        let out = std::process::Command::new("pgrep")
+            .arg("-f")
+            .arg(id)
+            .output()
+            .unwrap();
         let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(pids.is_empty(), "processes left for {id}: {pids}");
     }
-    assert!(h.processes().is_empty(), "processes under the test dir: {:?}", h.processes());
+    assert!(
+        h.processes().is_empty(),
+        "processes under the test dir: {:?}",
+        h.processes()
+    );
 }
