@@ -403,3 +403,78 @@ async fn pull_of_a_missing_image_fails_with_one_line() {
         format!("{id}\n")
     );
 }
+
+/// The pod and container verbs against the real daemon: run, ps, pods, logs, exec, inspect,
+/// stop, rm, stopp, rmp — with crictl-style config files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_a_pod_and_manage_it() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("pod.json");
+    let ctr = dir.path().join("ctr.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            r#"{{"metadata": {{"name": "web", "namespace": "default", "uid": "u-web"}},
+                "logDirectory": "{}",
+                "linux": {{"securityContext": {{"namespaceOptions": {{"pid": "CONTAINER"}}}}}}}}"#,
+            dir.path().join("logs").display()
+        ),
+    )
+    .expect("write pod config");
+    std::fs::write(
+        &ctr,
+        "metadata:\n  name: app\nimage:\n  image: busybox\ncommand: [sh, -c, 'echo started; sleep 1000']\nlog_path: app.log\n",
+    )
+    .expect("write container config");
+    let id = env
+        .ok(&["run", ctr.to_str().unwrap(), pod.to_str().unwrap()])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+
+    let ps = env.ok(&["ps"]);
+    assert!(
+        ps.contains(short(&id)) && ps.contains("Running") && ps.contains("web"),
+        "{ps}"
+    );
+    let pods = env.json(&["pods", "-o", "json"]);
+    assert_eq!(pods["items"][0]["metadata"]["name"], "web", "{pods}");
+
+    let exec = env.huskctl(&["exec", &id[..13], "sh", "-c", "echo from-exec; exit 4"]);
+    assert_eq!(exec.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "from-exec\n");
+
+    // logs: wait for the first line
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = env.ok(&["logs", &id]);
+        if logs.contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(logs, "started\n");
+
+    let inspect = env.json(&["inspect", &id]);
+    assert_eq!(inspect["status"]["metadata"]["name"], "app", "{inspect}");
+    assert!(
+        inspect["info"]["pid"].as_i64().unwrap_or(0) > 0,
+        "{inspect}"
+    );
+
+    env.ok(&["stop", "-t", "1", &id]);
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    env.ok(&["rm", &id]);
+    assert!(!env.ok(&["ps", "-a"]).contains(short(&id)));
+    let pod_id = pods["items"][0]["id"].as_str().expect("pod id").to_string();
+    env.ok(&["stopp", &pod_id]);
+    env.ok(&["rmp", &pod_id]);
+    assert!(env.ok(&["pods", "-q"]).trim().is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&env.huskd.dir().display().to_string()),
+        "no mounts left"
+    );
+}

@@ -26,27 +26,35 @@ pub fn image(rec: &ImageRecord) -> cri::Image {
 /// Domain credentials from a CRI `AuthConfig`.
 pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, ImageErr> {
     let Some(a) = auth else { return Ok(None) };
-    Ok(Credentials::from_cri(
+    from_fields([
         &a.username,
         &a.password,
         &a.auth,
         &a.server_address,
         &a.identity_token,
         &a.registry_token,
-    )?)
+    ])
 }
 
-/// Domain credentials from husk's own `AuthConfig`.
+/// Domain credentials from husk's own `AuthConfig` (the same fields as the CRI's).
 pub fn husk_credentials(
     auth: Option<&husk_api::v1::AuthConfig>,
 ) -> Result<Option<Credentials>, ImageErr> {
     let Some(a) = auth else { return Ok(None) };
-    Ok(Credentials::from_cri(
+    from_fields([
         &a.username,
         &a.password,
         &a.auth,
         &a.server_address,
         &a.identity_token,
         &a.registry_token,
+    ])
+}
+
+fn from_fields(
+    [user, pass, auth, server, identity, registry]: [&String; 6],
+) -> Result<Option<Credentials>, ImageErr> {
+    Ok(Credentials::from_cri(
+        user, pass, auth, server, identity, registry,
     )?)
 }
