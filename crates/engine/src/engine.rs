@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub host_resolv_conf: PathBuf,
     /// Size of a pod's `/dev/shm`.
     pub shm_size: u64,
+    /// CNI: config dir, plugin dirs, timeout, result cache.
+    pub net: husk_net::NetConfig,
 }
 
 pub struct Engine {
@@ -54,6 +56,7 @@ pub struct Engine {
     /// One lifecycle operation at a time per pod / container id.
     pub(crate) locks: KeyedLocks,
     pub(crate) exits: crate::container::ExitWatchers,
+    pub(crate) network: husk_net::Network,
     /// Facts about this host that shape OCI specs (capabilities, cgroup version, …).
     pub(crate) host: crate::spec::input::HostInfo,
 }
@@ -86,7 +89,9 @@ impl Engine {
         for c in containers.list() {
             images.leases().add(&c.id, c.chain_ids.clone());
         }
+        let network = husk_net::Network::new(cfg.net.clone());
         Ok(Engine {
+            network,
             host,
             cfg,
             images,

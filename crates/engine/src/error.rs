@@ -32,6 +32,10 @@ pub enum EngineError {
     Image(#[from] husk_image::ImageError),
     #[error("OCI runtime: {0}")]
     Oci(#[from] husk_oci::OciError),
+    #[error("pod network: {0}")]
+    Network(String),
+    #[error("pod network not ready: {0}")]
+    NetworkNotReady(String),
     #[error("exec failed: {0}")]
     ExecFailed(String),
     #[error("container monitor: {0}")]
@@ -63,6 +67,8 @@ impl EngineError {
             Invalid(_) | UnknownHandler { .. } | Ambiguous { .. } => ErrorKind::InvalidArgument,
             NotFound { .. } => ErrorKind::NotFound,
             ExecFailed(_) => ErrorKind::FailedPrecondition,
+            NetworkNotReady(_) => ErrorKind::FailedPrecondition,
+            Network(_) => ErrorKind::Internal,
             NameReserved { .. } => ErrorKind::AlreadyExists,
             WrongState { .. } => ErrorKind::FailedPrecondition,
             Image(e) => e.kind(),

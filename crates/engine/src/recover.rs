@@ -11,6 +11,12 @@ impl Engine {
     /// Reconciles every record; call once at start.
     pub async fn recover(&self) -> Result<()> {
         for s in self.sandboxes.list() {
+            if s.network_teardown_pending {
+                match self.teardown_network(&s).await {
+                    Ok(()) => tracing::info!(pod = %s.id, "pending network teardown done"),
+                    Err(e) => tracing::warn!(pod = %s.id, error = %e, "network teardown still failing"),
+                }
+            }
             if s.state != SandboxState::Ready {
                 continue;
             }

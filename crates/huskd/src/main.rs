@@ -244,6 +244,12 @@ fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineCo
             CgroupDriver::Cgroupfs
         },
         default_cgroup_parent: "/husk".into(),
+        net: husk_net::NetConfig {
+            conf_dir: cfg.cni.conf_dir.clone(),
+            bin_dirs: cfg.cni.bin_dirs.clone(),
+            timeout: husk_net::DEFAULT_TIMEOUT,
+            cache_dir: cfg.root.join("cni/results"),
+        },
         host_resolv_conf: "/etc/resolv.conf".into(),
         shm_size: 64 << 20,
     })

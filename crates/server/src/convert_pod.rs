@@ -123,8 +123,13 @@ pub fn pod_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
         state: state(r.state),
         created_at: r.created_at,
         network: Some(cri::PodSandboxNetworkStatus {
-            ip: String::new(),
-            additional_ips: vec![],
+            ip: r.ips.first().cloned().unwrap_or_default(),
+            additional_ips: r
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
@@ -166,6 +171,8 @@ pub fn pod_info(r: &SandboxRecord) -> HashMap<String, String> {
         "shm": r.shm,
         "stateDir": r.state_dir,
         "cgroupParent": r.cgroup_parent,
+        "ips": r.ips,
+        "networkTeardownPending": r.network_teardown_pending,
     });
     HashMap::from([("info".to_string(), v.to_string())])
 }

@@ -88,11 +88,19 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::StatusResponse>, Status> {
         let info = &self.s.info;
         let runtime = runtime_condition(&info.runtime_path, &info.runtime_name).await;
-        let network = cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "husk does not set up pod networking (CNI) yet".into(),
+        let network = match self.s.engine.network_status().await {
+            Ok(()) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: e.reason.into(),
+                message: e.message,
+            },
         };
         let mut verbose = std::collections::HashMap::new();
         if request.get_ref().verbose {

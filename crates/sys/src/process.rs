@@ -1,6 +1,7 @@
 //! Being a child subreaper: orphaned descendants are re-parented to us, so we reap them
 //! ourselves instead of leaving zombies for a slow PID 1. Children we spawned and wait for
-//! ourselves (named in `skip`) are left to their waiters.
+//! ourselves are left to their waiters: they share our session, orphans (from containers, or
+//! processes that called `setsid`) don't; `skip` names `setsid` children we wait for too.
 
 use std::io;
 
@@ -11,9 +12,11 @@ pub fn become_subreaper() -> io::Result<()> {
     set_child_subreaper(Some(getpid())).map_err(Into::into)
 }
 
-/// Reaps zombie children whose command name is not in `skip`; returns how many.
+/// Reaps zombie children from other sessions whose command name is not in `skip`; returns
+/// how many.
 pub fn reap_orphans(skip: &[&str]) -> usize {
     let me = getpid().as_raw_nonzero().get();
+    let my_sid = rustix::process::getsid(None).map(|p| p.as_raw_nonzero().get()).unwrap_or(0);
     let mut reaped = 0;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return 0;
@@ -34,8 +37,11 @@ pub fn reap_orphans(skip: &[&str]) -> usize {
                 continue;
             };
             let comm = &stat[open + 1..close];
-            let state = stat[close + 1..].trim_start().chars().next();
-            if state != Some('Z') || skip.contains(&comm) {
+            // After the comm: state ppid pgrp session ...
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let state = fields.first().and_then(|s| s.chars().next());
+            let sid = fields.get(3).and_then(|s| s.parse::<i32>().ok());
+            if state != Some('Z') || skip.contains(&comm) || sid == Some(my_sid) {
                 continue;
             }
             if let Some(p) = Pid::from_raw(pid)
@@ -72,19 +78,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reaps_unwaited_zombies_but_not_skipped_ones() {
-        let child = std::process::Command::new("/bin/true").spawn().unwrap();
-        let pid = child.id() as i32;
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        // "true" is skipped: still a zombie.
+    fn reaps_other_sessions_zombies_but_not_ours_or_skipped_ones() {
+        // Ours (same session): left to its waiter.
+        let mut own = std::process::Command::new("/bin/true").spawn().unwrap();
+        // Another session (like an orphan from a container): reaped unless skipped.
+        let other = std::process::Command::new("setsid").arg("/bin/true").spawn().unwrap();
+        let (own_pid, other_pid) = (own.id() as i32, other.id() as i32);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let zombie = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+        };
         assert_eq!(reap_orphans(&["true"]), 0);
-        assert!(
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap()
-                .contains(") Z")
-        );
+        assert!(zombie(other_pid));
         assert!(reap_orphans(&[]) >= 1);
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
-        drop(child);
+        assert!(std::fs::metadata(format!("/proc/{other_pid}")).is_err());
+        assert!(zombie(own_pid), "our own child is not stolen");
+        assert!(own.wait().unwrap().success());
+        drop(other);
     }
 }

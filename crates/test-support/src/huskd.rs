@@ -61,7 +61,7 @@ impl Huskd {
             dir,
             child: None,
         };
-        for d in ["root", "state", "certs.d", "cni"] {
+        for d in ["root", "state", "certs.d", "cni/net.d"] {
             std::fs::create_dir_all(h.dir.join(d))?;
         }
         let config = h.config_toml()?;
@@ -80,6 +80,9 @@ impl Huskd {
         base.insert("state_dir".into(), s(self.state_dir()));
         base.insert("socket".into(), s(self.socket_path()));
         base.insert("registry".into(), toml::Value::Table(registry));
+        let mut cni = toml::Table::new();
+        cni.insert("conf_dir".into(), s(self.cni_dir().join("net.d")));
+        base.insert("cni".into(), toml::Value::Table(cni));
         let extra: toml::Table =
             toml::from_str(&self.opts.extra_config).context("HuskdOptions::extra_config")?;
         merge(&mut base, extra);
@@ -147,7 +150,8 @@ impl Huskd {
         self.dir.join("certs.d")
     }
 
-    /// `<tmp>/cni`, for conflists and plugin binaries a test provides.
+    /// `<tmp>/cni`, for plugin binaries a test provides; huskd's `[cni] conf_dir` is
+    /// `<tmp>/cni/net.d` (empty: NetworkReady is false until a test writes a conflist).
     pub fn cni_dir(&self) -> PathBuf {
         self.dir.join("cni")
     }

@@ -43,13 +43,15 @@ impl Engine {
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
         let rt = rt.clone();
         let cid = rec.id.clone();
+        // Taken before the start: a quick container may be reaped before `start` returns.
+        let started_at = now_nanos();
         match blocking(move || rt.start(&cid).map_err(Into::into)).await {
             Ok(()) => {
                 let r = self.containers.update(&rec.id, |r| {
                     if r.state == ContainerState::Created {
                         r.state = ContainerState::Running;
                     }
-                    r.started_at = now_nanos();
+                    r.started_at = started_at;
                 })?;
                 tracing::info!(container = %rec.id, "container started");
                 r.ok_or_else(|| EngineError::NotFound {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use husk_sys::ns::{self, PinRequest};
 
-use super::{NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files};
+use super::{NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files, network};
 use crate::engine::{Engine, now_nanos};
 use crate::error::{EngineError, Result, blocking};
 use crate::names::new_id;
@@ -69,6 +69,15 @@ impl Engine {
         let (handler, _) = self.runtime(&cfg.runtime_handler)?;
         let handler = handler.to_string();
         let id = new_id();
+        if network::uses_cni(&cfg) {
+            // Bad port mappings or bandwidth annotations fail before anything is made.
+            let parent = if cfg.cgroup_parent.is_empty() { &self.cfg.default_cgroup_parent } else { &cfg.cgroup_parent };
+            network::pod_network(&id, Path::new("/"), &cfg, parent)?;
+            self.network
+                .status()
+                .await
+                .map_err(|e| EngineError::NetworkNotReady(e.message))?;
+        }
         let _lock = self.locks.lock(id.clone()).await;
         let started = std::time::Instant::now();
         let mut rb = Rollback::default();
@@ -157,6 +166,85 @@ impl Engine {
             (None, None)
         };
 
+        let cgroup_parent = if cfg.cgroup_parent.is_empty() {
+            self.cfg.default_cgroup_parent.clone()
+        } else {
+            cfg.cgroup_parent.clone()
+        };
+        // CNI ADD is the long pole: it runs while the files and /dev/shm are made.
+        let cni = async {
+            match (&pin.net, network::uses_cni(&cfg)) {
+                (Some(netns), true) => {
+                    let pn = network::pod_network(id, netns, &cfg, &cgroup_parent)?;
+                    let res = self.network.setup(&pn).await.map_err(|e| EngineError::Network(e.to_string()))?;
+                    Ok::<_, EngineError>(Some((pn, res)))
+                }
+                _ => Ok(None),
+            }
+        };
+        let (cni, local) = tokio::join!(cni, self.pod_files(&dir, &cfg, own_net, own_ipc, &hostname, rb));
+        let ips = match cni {
+            Ok(Some((pn, res))) => {
+                let network = self.network.clone();
+                rb.push("CNI DEL", async move {
+                    let _ = network.teardown(&pn).await;
+                });
+                res.pod_ips("eth0", husk_net::IpPreference::Ipv4)
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+            }
+            Ok(None) => vec![],
+            Err(e) => {
+                // The plugins undo a half-done ADD themselves; still run DEL to be sure.
+                if let (Some(netns), true) = (&pin.net, network::uses_cni(&cfg))
+                    && let Ok(pn) = network::pod_network(id, netns, &cfg, &cgroup_parent)
+                {
+                    let _ = self.network.teardown(&pn).await;
+                }
+                return Err(e);
+            }
+        };
+        let (shm, hostname_file, hosts_file, resolv_file) = local?;
+        let cni_ran = pin.net.is_some() && network::uses_cni(&cfg);
+
+        let rec = SandboxRecord {
+            version: SandboxRecord::VERSION,
+            id: id.to_string(),
+            state: SandboxState::Ready,
+            created_at: now_nanos(),
+            runtime_handler: handler.to_string(),
+            netns: pin.net,
+            ipcns: pin.ipc,
+            utsns: pin.uts,
+            pidns,
+            infra_pid,
+            shm,
+            hostname_file,
+            hosts_file,
+            resolv_file,
+            state_dir: dir,
+            cgroup_parent,
+            network_setup: cni_ran,
+            network_teardown_pending: false,
+            ips,
+            config: cfg,
+        };
+        self.sandboxes.put(&rec)?;
+        Ok(rec)
+    }
+
+    /// `/dev/shm`, hostname, hosts and resolv.conf of a pod (runs beside CNI ADD).
+    #[allow(clippy::type_complexity)]
+    async fn pod_files(
+        &self,
+        dir: &Path,
+        cfg: &PodConfig,
+        own_net: bool,
+        own_ipc: bool,
+        hostname: &str,
+        rb: &mut Rollback,
+    ) -> Result<(Option<PathBuf>, PathBuf, PathBuf, PathBuf)> {
         let shm = if own_ipc {
             let shm = dir.join("shm");
             std::fs::create_dir_all(&shm).map_err(|e| EngineError::io("create", &shm, e))?;
@@ -192,32 +280,7 @@ impl Engine {
             std::fs::create_dir_all(&ld).map_err(|e| EngineError::io("create", &ld, e))?;
         }
 
-        let cgroup_parent = if cfg.cgroup_parent.is_empty() {
-            self.cfg.default_cgroup_parent.clone()
-        } else {
-            cfg.cgroup_parent.clone()
-        };
-        let rec = SandboxRecord {
-            version: SandboxRecord::VERSION,
-            id: id.to_string(),
-            state: SandboxState::Ready,
-            created_at: now_nanos(),
-            runtime_handler: handler.to_string(),
-            netns: pin.net,
-            ipcns: pin.ipc,
-            utsns: pin.uts,
-            pidns,
-            infra_pid,
-            shm,
-            hostname_file,
-            hosts_file,
-            resolv_file,
-            state_dir: dir,
-            cgroup_parent,
-            config: cfg,
-        };
-        self.sandboxes.put(&rec)?;
-        Ok(rec)
+        Ok((shm, hostname_file, hosts_file, resolv_file))
     }
 
     /// Stops every container of the pod and releases its namespaces and mounts. Idempotent;
@@ -233,6 +296,10 @@ impl Engine {
             self.stop_container(&c.id, 0).await?;
         }
         let _lock = self.locks.lock(rec.id.clone()).await;
+        let rec = self.pod_sandbox(&rec.id)?;
+        // Teardown always runs; if CNI DEL fails the pod keeps its netns and says so, and the
+        // kubelet's retry (or remove, or our next start) runs it again.
+        self.teardown_network(&rec).await?;
         self.release_pod_resources(&rec).await?;
         if rec.state != SandboxState::NotReady {
             self.sandboxes
@@ -309,6 +376,8 @@ impl Engine {
             self.remove_container(&c.id).await?;
         }
         let _lock = self.locks.lock(rec.id.clone()).await;
+        let rec = self.pod_sandbox(&rec.id)?;
+        self.teardown_network(&rec).await?;
         self.release_pod_resources(&rec).await?;
         let dir = rec.state_dir.clone();
         blocking(move || match std::fs::remove_dir_all(&dir) {

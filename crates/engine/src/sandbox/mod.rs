@@ -13,6 +13,7 @@
 
 mod files;
 mod lifecycle;
+pub mod network;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -99,6 +100,12 @@ pub struct SandboxRecord {
     pub resolv_file: PathBuf,
     /// The cgroup parent of its containers.
     pub cgroup_parent: String,
+    /// The pod's IPs from CNI (`eth0`), preferred family first.
+    pub ips: Vec<String>,
+    /// CNI ADD ran (DEL is owed).
+    pub network_setup: bool,
+    /// A CNI DEL failed and must be retried (stop, remove, next start of huskd).
+    pub network_teardown_pending: bool,
 }
 
 impl Record for SandboxRecord {

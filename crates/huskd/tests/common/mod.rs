@@ -193,6 +193,12 @@ impl Env {
         push(&reg, "library/busybox", "latest", &busybox).await;
         let h = huskd();
         mirror(&h, "docker.io", &reg.url(), "");
+        // Pods get their own network namespace with only lo (the network tests use bridges).
+        std::fs::write(
+            h.cni_dir().join("net.d/99-loopback.conflist"),
+            r#"{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}"#,
+        )
+        .unwrap();
         let mut img = h.image_client().await.unwrap();
         pull(&mut img, "busybox").await.unwrap();
         let rt = h.runtime_client().await.unwrap();
