@@ -14,7 +14,9 @@ impl Engine {
             if s.network_teardown_pending {
                 match self.teardown_network(&s).await {
                     Ok(()) => tracing::info!(pod = %s.id, "pending network teardown done"),
-                    Err(e) => tracing::warn!(pod = %s.id, error = %e, "network teardown still failing"),
+                    Err(e) => {
+                        tracing::warn!(pod = %s.id, error = %e, "network teardown still failing")
+                    }
                 }
             }
             if s.state != SandboxState::Ready {

@@ -16,7 +16,9 @@ pub fn become_subreaper() -> io::Result<()> {
 /// how many.
 pub fn reap_orphans(skip: &[&str]) -> usize {
     let me = getpid().as_raw_nonzero().get();
-    let my_sid = rustix::process::getsid(None).map(|p| p.as_raw_nonzero().get()).unwrap_or(0);
+    let my_sid = rustix::process::getsid(None)
+        .map(|p| p.as_raw_nonzero().get())
+        .unwrap_or(0);
     let mut reaped = 0;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return 0;
@@ -82,7 +84,10 @@ mod tests {
         // Ours (same session): left to its waiter.
         let mut own = std::process::Command::new("/bin/true").spawn().unwrap();
         // Another session (like an orphan from a container): reaped unless skipped.
-        let other = std::process::Command::new("setsid").arg("/bin/true").spawn().unwrap();
+        let other = std::process::Command::new("setsid")
+            .arg("/bin/true")
+            .spawn()
+            .unwrap();
         let (own_pid, other_pid) = (own.id() as i32, other.id() as i32);
         std::thread::sleep(std::time::Duration::from_millis(300));
         let zombie = |pid: i32| {

@@ -71,7 +71,11 @@ impl Engine {
         let id = new_id();
         if network::uses_cni(&cfg) {
             // Bad port mappings or bandwidth annotations fail before anything is made.
-            let parent = if cfg.cgroup_parent.is_empty() { &self.cfg.default_cgroup_parent } else { &cfg.cgroup_parent };
+            let parent = if cfg.cgroup_parent.is_empty() {
+                &self.cfg.default_cgroup_parent
+            } else {
+                &cfg.cgroup_parent
+            };
             network::pod_network(&id, Path::new("/"), &cfg, parent)?;
             self.network
                 .status()
@@ -176,13 +180,20 @@ impl Engine {
             match (&pin.net, network::uses_cni(&cfg)) {
                 (Some(netns), true) => {
                     let pn = network::pod_network(id, netns, &cfg, &cgroup_parent)?;
-                    let res = self.network.setup(&pn).await.map_err(|e| EngineError::Network(e.to_string()))?;
+                    let res = self
+                        .network
+                        .setup(&pn)
+                        .await
+                        .map_err(|e| EngineError::Network(e.to_string()))?;
                     Ok::<_, EngineError>(Some((pn, res)))
                 }
                 _ => Ok(None),
             }
         };
-        let (cni, local) = tokio::join!(cni, self.pod_files(&dir, &cfg, own_net, own_ipc, &hostname, rb));
+        let (cni, local) = tokio::join!(
+            cni,
+            self.pod_files(&dir, &cfg, own_net, own_ipc, &hostname, rb)
+        );
         let ips = match cni {
             Ok(Some((pn, res))) => {
                 let network = self.network.clone();

@@ -13,25 +13,35 @@ pub const INGRESS_ANNOTATION: &str = "kubernetes.io/ingress-bandwidth";
 pub const EGRESS_ANNOTATION: &str = "kubernetes.io/egress-bandwidth";
 
 /// The CNI request of a pod (validated: bad values are InvalidArgument before anything runs).
-pub(crate) fn pod_network(id: &str, netns: &std::path::Path, cfg: &PodConfig, cgroup_parent: &str) -> Result<PodNetwork> {
+pub(crate) fn pod_network(
+    id: &str,
+    netns: &std::path::Path,
+    cfg: &PodConfig,
+    cgroup_parent: &str,
+) -> Result<PodNetwork> {
     let mut pn = PodNetwork::new(id, netns, &cfg.namespace, &cfg.name, &cfg.uid);
     for p in cfg.port_mappings.iter().filter(|p| p.host_port > 0) {
         let protocol = match p.protocol.to_ascii_uppercase().as_str() {
             "" | "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             "SCTP" => Protocol::Sctp,
-            other => return Err(EngineError::Invalid(format!("port mapping protocol {other:?}"))),
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "port mapping protocol {other:?}"
+                )));
+            }
         };
         let port = |v: i32, what| {
-            u16::try_from(v)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| EngineError::Invalid(format!("port mapping {what} {v} is out of range")))
+            u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
+                EngineError::Invalid(format!("port mapping {what} {v} is out of range"))
+            })
         };
         let host_ip = if p.host_ip.is_empty() {
             None
         } else {
-            Some(p.host_ip.parse().map_err(|_| EngineError::Invalid(format!("port mapping host_ip {:?}", p.host_ip)))?)
+            Some(p.host_ip.parse().map_err(|_| {
+                EngineError::Invalid(format!("port mapping host_ip {:?}", p.host_ip))
+            })?)
         };
         pn.port_mappings.push(PortMapping {
             protocol,
@@ -56,7 +66,8 @@ pub(crate) fn pod_network(id: &str, netns: &std::path::Path, cfg: &PodConfig, cg
         options: d.options.clone(),
     });
     pn.cgroup_path = (!cgroup_parent.is_empty()).then(|| cgroup_parent.to_string());
-    pn.validate().map_err(|e| EngineError::Invalid(e.to_string()))?;
+    pn.validate()
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
     Ok(pn)
 }
 
@@ -78,8 +89,16 @@ impl Engine {
             return Ok(());
         }
         let netns = rec.netns.clone().unwrap_or_default();
-        let pn = pod_network(&rec.id, &netns, &rec.config, &rec.cgroup_parent)
-            .unwrap_or_else(|_| PodNetwork::new(&rec.id, &netns, &rec.config.namespace, &rec.config.name, &rec.config.uid));
+        let pn =
+            pod_network(&rec.id, &netns, &rec.config, &rec.cgroup_parent).unwrap_or_else(|_| {
+                PodNetwork::new(
+                    &rec.id,
+                    &netns,
+                    &rec.config.namespace,
+                    &rec.config.name,
+                    &rec.config.uid,
+                )
+            });
         match self.network.teardown(&pn).await {
             Ok(()) => {
                 self.sandboxes.update(&rec.id, |r| {
@@ -90,7 +109,8 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                self.sandboxes.update(&rec.id, |r| r.network_teardown_pending = true)?;
+                self.sandboxes
+                    .update(&rec.id, |r| r.network_teardown_pending = true)?;
                 Err(EngineError::Network(e.to_string()))
             }
         }
