@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub shm_size: u64,
     /// CNI: config dir, plugin dirs, timeout, result cache.
     pub net: husk_net::NetConfig,
+    /// The family of a pod's primary IP on dual-stack networks.
+    pub ip_preference: husk_net::IpPreference,
 }
 
 pub struct Engine {

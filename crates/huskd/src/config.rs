@@ -47,6 +47,8 @@ pub struct RegistryConfig {
 pub struct CniConfig {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+    /// Which family is the pod's primary IP on dual-stack networks: `ipv4` or `ipv6`.
+    pub ip_preference: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +103,7 @@ impl Default for CniConfig {
         CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            ip_preference: "ipv4".into(),
         }
     }
 }
@@ -188,6 +191,9 @@ impl Config {
         }
         if self.cgroup_driver == "systemd" {
             bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");
+        }
+        if !["ipv4", "ipv6"].contains(&self.cni.ip_preference.as_str()) {
+            bail!("cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"", self.cni.ip_preference);
         }
         if self.registry.max_concurrent_downloads == 0 {
             bail!("registry.max_concurrent_downloads = 0: must be at least 1");

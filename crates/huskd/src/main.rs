@@ -244,6 +244,11 @@ fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineCo
             CgroupDriver::Cgroupfs
         },
         default_cgroup_parent: "/husk".into(),
+        ip_preference: if cfg.cni.ip_preference == "ipv6" {
+            husk_net::IpPreference::Ipv6
+        } else {
+            husk_net::IpPreference::Ipv4
+        },
         net: husk_net::NetConfig {
             conf_dir: cfg.cni.conf_dir.clone(),
             bin_dirs: cfg.cni.bin_dirs.clone(),

@@ -419,3 +419,83 @@ async fn fifty_pods_leave_nothing_behind() {
     env.teardown().await;
     let _ = Path::new("/");
 }
+
+#[tokio::test]
+async fn a_failed_teardown_is_retried_until_it_succeeds() {
+    // A plugin whose DEL fails while a flag file exists; ADD hands out a fixed address.
+    let plugins = tempfile::tempdir().unwrap();
+    let flag = plugins.path().join("fail-del");
+    let script = plugins.path().join("husk-flaky");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\n\
+             VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}}';;\n\
+             ADD) echo '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"eth0\",\"sandbox\":\"'$CNI_NETNS'\"}}],\"ips\":[{{\"address\":\"10.99.0.7/24\",\"interface\":0}}]}}';;\n\
+             DEL) if [ -e {flag} ]; then echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"DEL refused\"}}'; exit 1; fi;;\n\
+             esac\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut h = husk_test_support::Huskd::start(
+        husk_test_support::HuskdOptions::new(env!("CARGO_BIN_EXE_huskd"))
+            .extra_config(&format!("[cni]\nbin_dirs = [\"{}\"]\n", plugins.path().display())),
+    )
+    .unwrap();
+    std::fs::write(
+        h.cni_dir().join("net.d/10-flaky.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "flaky", "plugins": [{"type": "husk-flaky"}]}"#,
+    )
+    .unwrap();
+    let mut rt = h.runtime_client().await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut pc = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: "p".into(), uid: "u".into(), namespace: "n".into(), attempt: 0 }),
+        log_directory: logs.path().display().to_string(),
+        ..Default::default()
+    };
+    // bad bandwidth annotations are InvalidArgument, before anything runs
+    pc.annotations.insert("kubernetes.io/ingress-bandwidth".into(), "lots".into());
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    pc.annotations.clear();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let status = |rt: &mut RuntimeClient, pod: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod, verbose: true })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    assert_eq!(status(&mut rt, pod.clone()).await.status.unwrap().network.unwrap().ip, "10.99.0.7");
+    std::fs::write(&flag, "").unwrap();
+    let err = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("DEL refused"), "{}", err.message());
+    assert!(status(&mut rt, pod.clone()).await.info["info"].contains("\"networkTeardownPending\":true"));
+    // huskd restarts while DEL still fails, then DEL works again: the next start retries it.
+    h.kill().unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    h.restart().unwrap();
+    let mut rt = h.runtime_client().await.unwrap();
+    let st = status(&mut rt, pod.clone()).await;
+    assert!(st.info["info"].contains("\"networkTeardownPending\":false"), "{:?}", st.info);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert_no_leaks(&h, &[]);
+}

@@ -223,7 +223,7 @@ mod tests {
         fs::write(&p, "{").unwrap();
         let found = find(d.path(), "sb1", "eth0", None).unwrap();
         assert!(found.records.is_empty());
-        assert_eq!(found.corrupt, [p.clone()]);
+        assert_eq!(found.corrupt, std::slice::from_ref(&p));
         assert!(matches!(read(&p), Err(NetError::CacheCorrupt { .. })));
         move_aside(&p);
         assert!(d.path().join(".n-sb1-eth0.json.corrupt").exists());

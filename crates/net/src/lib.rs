@@ -18,11 +18,11 @@ mod exec;
 mod network;
 mod request;
 mod result;
+mod watch;
 
 pub use bandwidth::parse_bandwidth_annotation;
 pub use config::{
-    CONFIG_EXTENSIONS, CniConfig, ConfigError, ConfigWatcher, PluginConf, SUPPORTED_VERSIONS,
-    conf_files,
+    CONFIG_EXTENSIONS, CniConfig, ConfigError, PluginConf, SUPPORTED_VERSIONS, conf_files,
 };
 pub use error::{CniCommand, NETWORK_NOT_READY_REASON, NetError, NotReady, PluginError};
 pub use network::{DEFAULT_TIMEOUT, NetConfig, Network};
@@ -30,3 +30,4 @@ pub use request::{
     Bandwidth, CapabilityArgs, DEFAULT_IFNAME, Dns, PodNetwork, PortMapping, Protocol,
 };
 pub use result::{DnsResult, Interface, IpConfig, IpNet, IpPreference, NetworkResult, Route};
+pub use watch::ConfigWatcher;

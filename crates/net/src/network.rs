@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cache::{self, CacheRecord};
-use crate::config::{CniConfig, ConfigWatcher, PluginConf};
+use crate::config::{CniConfig, PluginConf};
 use crate::error::{CniCommand, NetError, NotReady};
 use crate::exec::{CallEnv, exec_plugin};
 use crate::request::{CapabilityArgs, PodNetwork, plugin_stdin};
 use crate::result::{IpPreference, NetworkResult};
+use crate::watch::ConfigWatcher;
 
 /// How long one plugin call may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

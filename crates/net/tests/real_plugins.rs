@@ -4,6 +4,7 @@
 //! no masquerade, no default route) and removes every netns, veth, bridge, iptables rule and IP
 //! reservation it made, also when an assertion fails (guards with Drop). The tests take one
 //! lock: they compare host-wide state (`iptables-save`, links) and toggle `ip_forward`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::net::IpAddr;
@@ -178,9 +179,10 @@ impl Drop for Lab {
         ] {
             self.clean_iptables(save, cmd);
         }
-        // The bridge plugin (isGateway) turns forwarding on; turn it back off unless some other
-        // pod network (anyone's veth) still lives.
-        if !links().iter().any(|l| l.starts_with("veth")) {
+        // The bridge plugin (isGateway) turns forwarding on; turn it back off unless another
+        // bridge (someone else's pod network, which may route) exists.
+        let (_, bridges) = sh("ip", &["-o", "link", "show", "type", "bridge"]);
+        if bridges.trim().is_empty() {
             let _ = fs::write("/proc/sys/net/ipv4/ip_forward", &self.ip_forward);
         }
     }
@@ -475,7 +477,7 @@ async fn two_pods_get_addresses_talk_and_expose_a_host_port() {
     assert_eq!(lab.ports().len(), 1);
     let (_, addr) = ns_a.run(&["ip", "-o", "link", "show"]);
     assert!(!addr.contains("eth0"), "veth gone from pod A: {addr}");
-    assert!(wget(None, &format!("http://{}:18080/", lab.gateway())).0 == false);
+    assert!(!wget(None, &format!("http://{}:18080/", lab.gateway())).0);
     net.teardown(&req_a).await.unwrap();
 
     // Pod B's namespace goes first (as after a crash): DEL with CNI_NETNS="" still releases

@@ -200,7 +200,7 @@ impl Engine {
                 rb.push("CNI DEL", async move {
                     let _ = network.teardown(&pn).await;
                 });
-                res.pod_ips("eth0", husk_net::IpPreference::Ipv4)
+                res.pod_ips("eth0", self.cfg.ip_preference)
                     .iter()
                     .map(|ip| ip.to_string())
                     .collect::<Vec<_>>()
