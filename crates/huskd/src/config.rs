@@ -193,7 +193,10 @@ impl Config {
             bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");
         }
         if !["ipv4", "ipv6"].contains(&self.cni.ip_preference.as_str()) {
-            bail!("cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"", self.cni.ip_preference);
+            bail!(
+                "cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"",
+                self.cni.ip_preference
+            );
         }
         if self.registry.max_concurrent_downloads == 0 {
             bail!("registry.max_concurrent_downloads = 0: must be at least 1");

@@ -441,8 +441,10 @@ async fn a_failed_teardown_is_retried_until_it_succeeds() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut h = husk_test_support::Huskd::start(
-        husk_test_support::HuskdOptions::new(env!("CARGO_BIN_EXE_huskd"))
-            .extra_config(&format!("[cni]\nbin_dirs = [\"{}\"]\n", plugins.path().display())),
+        husk_test_support::HuskdOptions::new(env!("CARGO_BIN_EXE_huskd")).extra_config(&format!(
+            "[cni]\nbin_dirs = [\"{}\"]\n",
+            plugins.path().display()
+        )),
     )
     .unwrap();
     std::fs::write(
@@ -453,20 +455,32 @@ async fn a_failed_teardown_is_retried_until_it_succeeds() {
     let mut rt = h.runtime_client().await.unwrap();
     let logs = tempfile::tempdir().unwrap();
     let mut pc = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: "p".into(), uid: "u".into(), namespace: "n".into(), attempt: 0 }),
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "p".into(),
+            uid: "u".into(),
+            namespace: "n".into(),
+            attempt: 0,
+        }),
         log_directory: logs.path().display().to_string(),
         ..Default::default()
     };
     // bad bandwidth annotations are InvalidArgument, before anything runs
-    pc.annotations.insert("kubernetes.io/ingress-bandwidth".into(), "lots".into());
+    pc.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "lots".into());
     let err = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     pc.annotations.clear();
     let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pc), runtime_handler: String::new() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -474,28 +488,56 @@ async fn a_failed_teardown_is_retried_until_it_succeeds() {
     let status = |rt: &mut RuntimeClient, pod: String| {
         let mut rt = rt.clone();
         async move {
-            rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod, verbose: true })
-                .await
-                .unwrap()
-                .into_inner()
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod,
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
         }
     };
-    assert_eq!(status(&mut rt, pod.clone()).await.status.unwrap().network.unwrap().ip, "10.99.0.7");
+    assert_eq!(
+        status(&mut rt, pod.clone())
+            .await
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip,
+        "10.99.0.7"
+    );
     std::fs::write(&flag, "").unwrap();
     let err = rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
         .await
         .unwrap_err();
     assert!(err.message().contains("DEL refused"), "{}", err.message());
-    assert!(status(&mut rt, pod.clone()).await.info["info"].contains("\"networkTeardownPending\":true"));
+    assert!(
+        status(&mut rt, pod.clone()).await.info["info"].contains("\"networkTeardownPending\":true")
+    );
     // huskd restarts while DEL still fails, then DEL works again: the next start retries it.
     h.kill().unwrap();
     std::fs::remove_file(&flag).unwrap();
     h.restart().unwrap();
     let mut rt = h.runtime_client().await.unwrap();
     let st = status(&mut rt, pod.clone()).await;
-    assert!(st.info["info"].contains("\"networkTeardownPending\":false"), "{:?}", st.info);
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert!(
+        st.info["info"].contains("\"networkTeardownPending\":false"),
+        "{:?}",
+        st.info
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
     assert_no_leaks(&h, &[]);
 }

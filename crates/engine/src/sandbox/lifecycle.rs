@@ -273,9 +273,9 @@ impl Engine {
         let hosts_file = dir.join("hosts");
         let resolv_file = dir.join("resolv.conf");
         let hosts = if own_net {
-            files::hosts(&hostname)
+            files::hosts(hostname)
         } else {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(&hostname))
+            std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| files::hosts(hostname))
         };
         let resolv = files::resolv_conf(cfg.dns.as_ref(), &self.cfg.host_resolv_conf)?;
         for (p, data) in [
