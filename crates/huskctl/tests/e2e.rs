@@ -409,6 +409,12 @@ async fn pull_of_a_missing_image_fails_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_a_pod_and_manage_it() {
     let env = Env::start().await;
+    // Pods get their own network namespace with only lo.
+    std::fs::write(
+        env.huskd.cni_dir().join("net.d/99-loopback.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}"#,
+    )
+    .expect("write conflist");
     let dir = tempfile::tempdir().expect("tempdir");
     let pod = dir.path().join("pod.json");
     let ctr = dir.path().join("ctr.yaml");

@@ -32,6 +32,18 @@ pub struct NetConfig {
     pub cache_dir: PathBuf,
 }
 
+impl NetConfig {
+    /// With the default timeout.
+    pub fn new(conf_dir: PathBuf, bin_dirs: Vec<PathBuf>, cache_dir: PathBuf) -> Self {
+        NetConfig {
+            conf_dir,
+            bin_dirs,
+            timeout: DEFAULT_TIMEOUT,
+            cache_dir,
+        }
+    }
+}
+
 /// The pod network of one runtime. Cheap to clone; setup and teardown run in their own task, so
 /// a caller that gives up (a cancelled RPC) never leaves a plugin list half-run.
 #[derive(Debug, Clone)]

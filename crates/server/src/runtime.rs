@@ -58,6 +58,23 @@ async fn runtime_condition(path: &str, name: &str) -> cri::RuntimeCondition {
     }
 }
 
+/// Runs a lifecycle operation in its own task: a client that gives up (a cancelled RPC) must
+/// not cut a multi-step operation, or its rollback, in half.
+async fn detached<T, F, Fut>(
+    engine: &std::sync::Arc<husk_engine::Engine>,
+    f: F,
+) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::Arc<husk_engine::Engine>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+{
+    tokio::spawn(f(engine.clone()))
+        .await
+        .map_err(|e| Status::internal(format!("lifecycle task failed: {e}")))?
+        .map_err(|e| EngineErr(e).into())
+}
+
 fn required_id<'a>(id: &'a str, field: &str) -> Result<&'a str, Status> {
     let id = id.trim();
     if id.is_empty() {
@@ -138,10 +155,12 @@ impl RuntimeService for Runtime {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = required_id(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?;
-        match self.s.engine.stop_pod_sandbox(id).await {
-            Ok(()) | Err(EngineError::NotFound { .. }) => {}
-            Err(e) => return Err(EngineErr(e).into()),
-        }
+        let id = id.to_string();
+        detached(
+            &self.s.engine,
+            |e| async move { e.stop_pod_sandbox(&id).await },
+        )
+        .await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -215,7 +234,12 @@ impl RuntimeService for Runtime {
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         let id = required_id(&request.get_ref().container_id, "container_id")?;
-        self.s.engine.start_container(id).await.map_err(EngineErr)?;
+        let id = id.to_string();
+        detached(
+            &self.s.engine,
+            |e| async move { e.start_container(&id).await },
+        )
+        .await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 

@@ -294,10 +294,14 @@ impl Engine {
         Ok((shm, hostname_file, hosts_file, resolv_file))
     }
 
-    /// Stops every container of the pod and releases its namespaces and mounts. Idempotent;
-    /// an unknown id is NotFound (the CRI allows it to be an error).
+    /// Stops every container of the pod and releases its namespaces and mounts. Idempotent:
+    /// an unknown (already removed) pod is fine, as the CRI asks.
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
-        let rec = self.sandboxes.resolve("pod sandbox", id)?;
+        let rec = match self.sandboxes.resolve("pod sandbox", id) {
+            Ok(r) => r,
+            Err(EngineError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         for c in self
             .containers
             .list()
