@@ -59,6 +59,8 @@ pub struct Engine {
     pub(crate) locks: KeyedLocks,
     pub(crate) exits: crate::container::ExitWatchers,
     pub(crate) network: husk_net::Network,
+    pub(crate) cgroups: husk_cgroups::Cgroups,
+    pub(crate) cpu_rate: std::sync::Mutex<husk_cgroups::CpuRate>,
     /// Facts about this host that shape OCI specs (capabilities, cgroup version, …).
     pub(crate) host: crate::spec::input::HostInfo,
 }
@@ -93,6 +95,10 @@ impl Engine {
         }
         let network = husk_net::Network::new(cfg.net.clone());
         Ok(Engine {
+            cgroups: husk_cgroups::Cgroups::detect(std::path::Path::new(
+                husk_cgroups::DEFAULT_ROOT,
+            )),
+            cpu_rate: Default::default(),
             network,
             host,
             cfg,

@@ -42,14 +42,14 @@ async fn version_status_and_unimplemented_rpcs() {
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 
     let err = rt
-        .container_stats(cri::ContainerStatsRequest {
-            container_id: "x".into(),
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "x".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("ContainerStats"),
+        err.message().contains("PodSandboxStats"),
         "{}",
         err.message()
     );

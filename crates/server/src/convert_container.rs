@@ -367,3 +367,63 @@ pub fn container_filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
         labels: btree(&f.label_selector),
     }
 }
+
+fn u64v(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+/// CRI `ContainerStats` from a usage sample.
+pub fn container_stats(u: &husk_engine::container::ContainerUsage) -> cri::ContainerStats {
+    let r = &u.record;
+    let m = &u.memory;
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: r.id.clone(),
+            metadata: Some(cri::ContainerMetadata {
+                name: r.config.name.clone(),
+                attempt: r.config.attempt,
+            }),
+            labels: hash(&r.config.labels),
+            annotations: hash(&r.config.annotations),
+        }),
+        cpu: Some(cri::CpuUsage {
+            timestamp: u.timestamp,
+            usage_core_nano_seconds: u64v(u.cpu_usage_nanos),
+            usage_nano_cores: u64v(u.cpu_nano_cores),
+        }),
+        memory: Some(cri::MemoryUsage {
+            timestamp: u.timestamp,
+            working_set_bytes: u64v(m.working_set_bytes),
+            available_bytes: u64v(m.available_bytes),
+            usage_bytes: u64v(m.usage_bytes),
+            rss_bytes: u64v(m.rss_bytes),
+            page_faults: u64v(m.page_faults),
+            major_page_faults: u64v(m.major_page_faults),
+        }),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: u.timestamp,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: u.writable_dir.to_string_lossy().into_owned(),
+            }),
+            used_bytes: u64v(Some(u.writable_bytes)),
+            inodes_used: u64v(Some(u.writable_inodes)),
+        }),
+        swap: Some(cri::SwapUsage {
+            timestamp: u.timestamp,
+            swap_available_bytes: u64v(m.swap_available_bytes()),
+            swap_usage_bytes: u64v(m.swap_usage_bytes),
+        }),
+    }
+}
+
+pub fn stats_filter(f: Option<cri::ContainerStatsFilter>) -> ContainerFilter {
+    let Some(f) = f else {
+        return ContainerFilter::default();
+    };
+    ContainerFilter {
+        id_prefix: f.id,
+        state: None,
+        sandbox_id: f.pod_sandbox_id,
+        labels: btree(&f.label_selector),
+    }
+}

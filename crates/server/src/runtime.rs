@@ -342,6 +342,64 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let id = required_id(&req.container_id, "container_id")?.to_string();
+        let res = req
+            .linux
+            .as_ref()
+            .map(convert_container::resources)
+            .ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
+        detached(&self.s.engine, |e| async move {
+            e.update_container_resources(&id, res).await
+        })
+        .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let id = required_id(&request.get_ref().container_id, "container_id")?;
+        self.s
+            .engine
+            .reopen_container_log(id)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let id = required_id(&request.get_ref().container_id, "container_id")?;
+        let u = self.s.engine.container_stats(id).await.map_err(EngineErr)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(convert_container::container_stats(&u)),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let f = convert_container::stats_filter(request.into_inner().filter);
+        let all = self
+            .s
+            .engine
+            .list_container_stats(&f)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: all.iter().map(convert_container::container_stats).collect(),
+        }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -349,20 +407,6 @@ impl RuntimeService for Runtime {
         _r: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         Err(unimplemented("GetContainerEvents"))
-    }
-
-    async fn update_container_resources(
-        &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
-    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented("UpdateContainerResources"))
-    }
-
-    async fn reopen_container_log(
-        &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
-    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog"))
     }
 
     async fn exec(
@@ -384,20 +428,6 @@ impl RuntimeService for Runtime {
         _r: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
         Err(unimplemented("PortForward"))
-    }
-
-    async fn container_stats(
-        &self,
-        _r: Request<cri::ContainerStatsRequest>,
-    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
-    }
-
-    async fn list_container_stats(
-        &self,
-        _r: Request<cri::ListContainerStatsRequest>,
-    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
     }
 
     async fn pod_sandbox_stats(

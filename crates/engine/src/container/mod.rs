@@ -14,6 +14,7 @@
 mod create;
 mod exec;
 mod lifecycle;
+mod stats;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,7 @@ use tokio::sync::watch as tokio_watch;
 
 pub use exec::ExecOutput;
 pub use husk_monitor::protocol::ExitRecord;
+pub use stats::ContainerUsage;
 pub(crate) use watch::parse_rfc3339_nanos as parse_finished;
 
 use crate::spec::input::ContainerSettings;

@@ -293,3 +293,17 @@ fn apparmor_profile(input: &SpecInput, host: &dyn HostOps) -> Result<Option<Stri
         }
     }
 }
+
+/// The OCI `linux.resources` for an update of a running container (no device rules): what
+/// `<runtime> update --resources -` takes. Bad values are errors, as at creation.
+pub fn update_resources(
+    res: &input::Resources,
+    host: &input::HostInfo,
+) -> Result<serde_json::Value, SpecError> {
+    let r = resources::build(Some(res), host, Vec::new())?;
+    let mut v = serde_json::to_value(&r).map_err(|source| SpecError::Serialize { source })?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("devices");
+    }
+    Ok(v)
+}
