@@ -59,6 +59,7 @@ pub struct Engine {
     pub(crate) locks: KeyedLocks,
     pub(crate) exits: crate::container::ExitWatchers,
     pub(crate) network: husk_net::Network,
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::events::LifecycleEvent>,
     pub(crate) cgroups: husk_cgroups::Cgroups,
     pub(crate) cpu_rate: std::sync::Mutex<husk_cgroups::CpuRate>,
     /// Facts about this host that shape OCI specs (capabilities, cgroup version, …).
@@ -95,6 +96,7 @@ impl Engine {
         }
         let network = husk_net::Network::new(cfg.net.clone());
         Ok(Engine {
+            events: crate::events::channel(),
             cgroups: husk_cgroups::Cgroups::detect(std::path::Path::new(
                 husk_cgroups::DEFAULT_ROOT,
             )),

@@ -6,6 +6,7 @@
 pub mod container;
 mod engine;
 pub mod error;
+pub mod events;
 pub mod names;
 mod recover;
 pub mod rollback;

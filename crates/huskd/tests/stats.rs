@@ -183,3 +183,58 @@ async fn reopen_log_after_rename_keeps_every_line() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn events_see_a_full_lifecycle_in_order_and_survive_a_stalled_subscriber() {
+    use futures::StreamExt;
+    let mut env = Env::new().await;
+    // One subscriber that never reads, one that does.
+    let _stalled = env
+        .rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = env
+        .rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (pod, c) = env.run("ev", "", &["sh", "-c", "exit 0"]).await;
+    env.wait_exited(&c).await;
+    env.remove_pod(&pod).await;
+    let mut seen = Vec::new();
+    while seen.len() < 8 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if ev.container_id == c || ev.container_id == pod {
+            let who = if ev.container_id == pod { "pod" } else { "ctr" };
+            seen.push((who, ev.container_event_type));
+            if ev.container_id == c
+                && ev.container_event_type == cri::ContainerEventType::ContainerStartedEvent as i32
+            {
+                assert_eq!(ev.pod_sandbox_status.as_ref().unwrap().id, pod);
+                assert!(ev.containers_statuses.iter().any(|s| s.id == c));
+            }
+        }
+    }
+    use cri::ContainerEventType as T;
+    assert_eq!(
+        seen,
+        vec![
+            ("pod", T::ContainerCreatedEvent as i32),
+            ("pod", T::ContainerStartedEvent as i32),
+            ("ctr", T::ContainerCreatedEvent as i32),
+            ("ctr", T::ContainerStartedEvent as i32),
+            ("ctr", T::ContainerStoppedEvent as i32),
+            ("pod", T::ContainerStoppedEvent as i32),
+            ("ctr", T::ContainerDeletedEvent as i32),
+            ("pod", T::ContainerDeletedEvent as i32),
+        ]
+    );
+    env.teardown().await;
+}

@@ -75,6 +75,36 @@ where
         .map_err(|e| EngineErr(e).into())
 }
 
+/// A CRI event with the pod's status and its containers' statuses as they are now.
+fn event_response(
+    engine: &husk_engine::Engine,
+    ev: &husk_engine::events::LifecycleEvent,
+) -> cri::ContainerEventResponse {
+    use husk_engine::events::EventKind;
+    let kind = match ev.kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    let pod = engine.pod_sandbox(&ev.sandbox_id).ok();
+    let containers = husk_engine::container::ContainerFilter {
+        sandbox_id: ev.sandbox_id.clone(),
+        ..Default::default()
+    };
+    cri::ContainerEventResponse {
+        container_id: ev.id.clone(),
+        container_event_type: kind as i32,
+        created_at: ev.at,
+        pod_sandbox_status: pod.as_ref().map(convert_pod::pod_status),
+        containers_statuses: engine
+            .list_containers(&containers)
+            .iter()
+            .map(convert_container::container_status)
+            .collect(),
+    }
+}
+
 fn required_id<'a>(id: &'a str, field: &str) -> Result<&'a str, Status> {
     let id = id.trim();
     if id.is_empty() {
@@ -406,7 +436,32 @@ impl RuntimeService for Runtime {
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unimplemented("GetContainerEvents"))
+        let mut rx = self.s.engine.subscribe();
+        let engine = self.s.engine.clone();
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if tx.send(Ok(event_response(&engine, &ev))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        // Too slow: end this subscriber's stream rather than buffer without end.
+                        let _ = tx.try_send(Err(Status::resource_exhausted(format!(
+                            "event subscriber fell {n} events behind; subscribe again"
+                        ))));
+                        break;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
     async fn exec(

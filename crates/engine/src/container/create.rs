@@ -294,6 +294,7 @@ impl Engine {
         };
         self.containers.put(&rec)?;
         self.watch_exit(&rec);
+        self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Created);
         Ok(rec)
     }
 

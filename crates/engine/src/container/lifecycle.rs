@@ -54,6 +54,7 @@ impl Engine {
                     r.started_at = started_at;
                 })?;
                 tracing::info!(container = %rec.id, "container started");
+                self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Started);
                 r.ok_or_else(|| EngineError::NotFound {
                     what: "container",
                     id: rec.id.clone(),
@@ -172,6 +173,7 @@ impl Engine {
             self.images.gc().await?;
         }
         tracing::info!(container = %rec.id, "container removed");
+        self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Deleted);
         Ok(())
     }
 }

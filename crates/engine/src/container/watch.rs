@@ -24,6 +24,8 @@ impl Engine {
         let socket = rec.monitor_socket();
         let exit_file = rec.exit_file();
         let containers = self.containers_handle();
+        let events = self.events.clone();
+        let sandbox_id = rec.sandbox_id.clone();
         let id = rec.id.clone();
         tokio::spawn(async move {
             let exit = wait_for_exit(&socket, &exit_file).await;
@@ -42,6 +44,12 @@ impl Engine {
                 tracing::error!(container = %id, error = %e, "recording exit");
             }
             tracing::info!(container = %id, exit_code = exit.exit_code, oom = exit.oom_killed, "container exited");
+            let _ = events.send(crate::events::LifecycleEvent {
+                id: id.clone(),
+                sandbox_id,
+                kind: crate::events::EventKind::Stopped,
+                at: finished,
+            });
             let _ = tx.send(Some(exit));
         });
     }

@@ -7,6 +7,7 @@ use husk_sys::ns::{self, PinRequest};
 use super::{NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files, network};
 use crate::engine::{Engine, now_nanos};
 use crate::error::{EngineError, Result, blocking};
+use crate::events::EventKind;
 use crate::names::new_id;
 use crate::rollback::Rollback;
 use crate::store::Record;
@@ -90,6 +91,8 @@ impl Engine {
             Ok(rec) => {
                 rb.disarm();
                 tracing::info!(pod = %id, name = %rec.config.name, ms = started.elapsed().as_millis() as u64, "pod sandbox ready");
+                self.emit(&id, &id, EventKind::Created);
+                self.emit(&id, &id, EventKind::Started);
                 Ok(rec)
             }
             Err(e) => {
@@ -320,6 +323,7 @@ impl Engine {
             self.sandboxes
                 .update(&rec.id, |r| r.state = SandboxState::NotReady)?;
             tracing::info!(pod = %rec.id, "pod sandbox stopped");
+            self.emit(&rec.id, &rec.id, EventKind::Stopped);
         }
         Ok(())
     }
@@ -404,6 +408,7 @@ impl Engine {
         self.sandboxes.delete(&rec.id)?;
         self.names.release(&rec.config.registrar_name(), &rec.id);
         tracing::info!(pod = %rec.id, "pod sandbox removed");
+        self.emit(&rec.id, &rec.id, EventKind::Deleted);
         Ok(())
     }
 
