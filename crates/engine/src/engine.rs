@@ -59,6 +59,7 @@ pub struct Engine {
     pub(crate) locks: KeyedLocks,
     pub(crate) exits: crate::container::ExitWatchers,
     pub(crate) network: husk_net::Network,
+    pub(crate) features: std::sync::OnceLock<Vec<HandlerFeatures>>,
     pub(crate) events: tokio::sync::broadcast::Sender<crate::events::LifecycleEvent>,
     pub(crate) cgroups: husk_cgroups::Cgroups,
     pub(crate) cpu_rate: std::sync::Mutex<husk_cgroups::CpuRate>,
@@ -96,6 +97,7 @@ impl Engine {
         }
         let network = husk_net::Network::new(cfg.net.clone());
         Ok(Engine {
+            features: std::sync::OnceLock::new(),
             events: crate::events::channel(),
             cgroups: husk_cgroups::Cgroups::detect(std::path::Path::new(
                 husk_cgroups::DEFAULT_ROOT,
@@ -151,4 +153,39 @@ impl Engine {
 /// Unix nanoseconds now.
 pub(crate) fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}
+
+/// What a runtime handler can do, as the CRI reports it: only what the runtime binary really
+/// supports *and* husk implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerFeatures {
+    pub name: String,
+    pub recursive_read_only_mounts: bool,
+    pub user_namespaces: bool,
+}
+
+impl Engine {
+    /// Features of every handler (asked from `<runtime> features` once, then cached).
+    pub async fn handler_features(&self) -> Vec<HandlerFeatures> {
+        if let Some(f) = self.features.get() {
+            return f.clone();
+        }
+        let mut out = Vec::new();
+        for (name, rt) in &self.runtimes {
+            let rt = rt.clone();
+            let rro = tokio::task::spawn_blocking(move || rt.features())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .is_some_and(|f| f.recursive_read_only);
+            out.push(HandlerFeatures {
+                name: name.clone(),
+                recursive_read_only_mounts: rro,
+                // husk does not implement user namespaces yet, whatever the runtime can do.
+                user_namespaces: false,
+            });
+        }
+        let _ = self.features.set(out.clone());
+        out
+    }
 }

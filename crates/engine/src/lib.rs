@@ -14,5 +14,5 @@ pub mod sandbox;
 pub mod spec;
 pub mod store;
 
-pub use engine::{CgroupDriver, Engine, EngineConfig};
+pub use engine::{CgroupDriver, Engine, EngineConfig, HandlerFeatures};
 pub use error::{EngineError, ErrorKind, Result};

@@ -38,6 +38,30 @@ async fn version_status_and_unimplemented_rpcs() {
     let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
     assert!(!net.status);
     assert_eq!(net.reason, "NetworkPluginNotReady");
+    // handlers: the default listed under "" too; runc 1.1 supports rro mounts, crun 1.8 does
+    // not answer `features`, and husk claims no user namespaces
+    let handler = |name: &str| st.runtime_handlers.iter().find(|h| h.name == name).cloned();
+    assert!(handler("").is_some(), "{:?}", st.runtime_handlers);
+    let runc = handler("runc").unwrap().features.unwrap();
+    assert!(runc.recursive_read_only_mounts);
+    assert!(!runc.user_namespaces);
+    assert!(
+        !handler("crun")
+            .unwrap()
+            .features
+            .unwrap()
+            .recursive_read_only_mounts
+    );
+    assert!(st.features.as_ref().unwrap().supplemental_groups_policy);
+    rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: "10.244.0.0/24".into(),
+            }),
+        }),
+    })
+    .await
+    .unwrap();
     let cfg: serde_json::Value = serde_json::from_str(&st.info["config"]).unwrap();
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 

@@ -153,13 +153,31 @@ impl RuntimeService for Runtime {
         if request.get_ref().verbose {
             verbose.insert("config".to_string(), info.config_json.to_string());
         }
+        let features = self.s.engine.handler_features().await;
+        let default = self.s.engine.config().default_runtime.clone();
+        let handler = |name: String, f: &husk_engine::HandlerFeatures| cri::RuntimeHandler {
+            name,
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: f.recursive_read_only_mounts,
+                user_namespaces: f.user_namespaces,
+            }),
+        };
+        // The default handler is listed under "" too, as the kubelet looks it up that way.
+        let mut runtime_handlers: Vec<_> = features
+            .iter()
+            .filter(|f| f.name == default)
+            .map(|f| handler(String::new(), f))
+            .collect();
+        runtime_handlers.extend(features.iter().map(|f| handler(f.name.clone(), f)));
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![runtime, network],
             }),
             info: verbose,
-            runtime_handlers: vec![],
-            features: None,
+            runtime_handlers,
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 
@@ -501,9 +519,18 @@ impl RuntimeService for Runtime {
 
     async fn update_runtime_config(
         &self,
-        _r: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        Err(unimplemented("UpdateRuntimeConfig"))
+        // The pod CIDR is the CNI plugins' business (their IPAM config); it is accepted and
+        // logged, as containerd does without a CNI config template.
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!(pod_cidr = %cidr, "runtime config updated");
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(
