@@ -541,3 +541,48 @@ async fn a_failed_teardown_is_retried_until_it_succeeds() {
     .unwrap();
     assert_no_leaks(&h, &[]);
 }
+
+#[tokio::test]
+async fn pod_stats_count_network_traffic_processes_and_containers() {
+    let (mut env, _net) = net_env().await;
+    let (pod, _) = web_pod(&mut env, "stats", 8080, None).await;
+    let ip = pod_ip(&mut env, &pod).await;
+    let mut got = String::new();
+    for _ in 0..30 {
+        if let Ok(b) = http_get(&format!("{ip}:8080")) {
+            got = b;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, "hello-from-stats\n");
+    let s = env
+        .rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = s.linux.unwrap();
+    let eth0 = linux.network.unwrap().default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(
+        eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0,
+        "{eth0:?}"
+    );
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.memory.unwrap().working_set_bytes.is_some());
+    let all = env
+        .rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+    env.teardown().await;
+}

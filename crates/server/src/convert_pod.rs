@@ -193,3 +193,56 @@ pub fn pod_filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
         labels: btree(&f.label_selector),
     }
 }
+
+fn u64v(value: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value })
+}
+
+/// CRI `PodSandboxStats` from a pod usage sample.
+pub fn pod_stats(u: &husk_engine::sandbox::stats::PodUsage) -> cri::PodSandboxStats {
+    let r = &u.record;
+    let iface = |i: &husk_engine::sandbox::stats::InterfaceStats| cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: u64v(i.rx_bytes),
+        rx_errors: u64v(i.rx_errors),
+        tx_bytes: u64v(i.tx_bytes),
+        tx_errors: u64v(i.tx_errors),
+    };
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r.config)),
+            labels: hash(&r.config.labels),
+            annotations: hash(&r.config.annotations),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cri::CpuUsage {
+                timestamp: u.timestamp,
+                usage_core_nano_seconds: u.cpu_usage_nanos.and_then(u64v),
+                usage_nano_cores: u.cpu_nano_cores.and_then(u64v),
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: u.timestamp,
+                working_set_bytes: u.memory_working_set.and_then(u64v),
+                usage_bytes: u.memory_usage.and_then(u64v),
+                rss_bytes: u.memory_rss.and_then(u64v),
+                ..Default::default()
+            }),
+            network: Some(cri::NetworkUsage {
+                timestamp: u.timestamp,
+                default_interface: u.interfaces.first().map(iface),
+                interfaces: u.interfaces.iter().map(iface).collect(),
+            }),
+            process: Some(cri::ProcessUsage {
+                timestamp: u.timestamp,
+                process_count: u64v(u.processes),
+            }),
+            containers: u
+                .containers
+                .iter()
+                .map(crate::convert_container::container_stats)
+                .collect(),
+        }),
+        windows: None,
+    }
+}

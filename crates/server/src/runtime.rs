@@ -448,6 +448,43 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let id = required_id(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?;
+        let u = self
+            .s
+            .engine
+            .pod_sandbox_stats(id)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(convert_pod::pod_stats(&u)),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let f = request.into_inner().filter.unwrap_or_default();
+        let filter = husk_engine::sandbox::SandboxFilter {
+            id_prefix: f.id,
+            state: None,
+            labels: convert_pod::btree(&f.label_selector),
+        };
+        let all = self
+            .s
+            .engine
+            .list_pod_sandbox_stats(&filter)
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: all.iter().map(convert_pod::pod_stats).collect(),
+        }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -501,20 +538,6 @@ impl RuntimeService for Runtime {
         _r: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
         Err(unimplemented("PortForward"))
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
-    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
-    }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
-    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
     }
 
     async fn update_runtime_config(

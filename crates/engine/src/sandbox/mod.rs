@@ -14,6 +14,7 @@
 mod files;
 mod lifecycle;
 pub mod network;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
