@@ -66,14 +66,12 @@ async fn version_status_and_unimplemented_rpcs() {
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 
     let err = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: "x".into(),
-        })
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("PodSandboxStats"),
+        err.message().contains("ListMetricDescriptors"),
         "{}",
         err.message()
     );

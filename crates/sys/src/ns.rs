@@ -212,6 +212,25 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Reads `/proc/thread-self/net/<file>` inside the network namespace pinned at `pin` (from a
+/// short-lived thread that joins it, so no other code ever runs in that namespace).
+pub fn read_net_file(pin: &Path, file: &str) -> io::Result<String> {
+    let pin = pin.to_path_buf();
+    let file = file.to_string();
+    std::thread::Builder::new()
+        .name("husk-netns".into())
+        .spawn(move || -> io::Result<String> {
+            let fd = fs::File::open(&pin)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&fd),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+        })?
+        .join()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,23 +302,4 @@ mod tests {
             Err(NsError::SysctlName { .. })
         ));
     }
-}
-
-/// Reads `/proc/thread-self/net/<file>` inside the network namespace pinned at `pin` (from a
-/// short-lived thread that joins it, so no other code ever runs in that namespace).
-pub fn read_net_file(pin: &Path, file: &str) -> io::Result<String> {
-    let pin = pin.to_path_buf();
-    let file = file.to_string();
-    std::thread::Builder::new()
-        .name("husk-netns".into())
-        .spawn(move || -> io::Result<String> {
-            let fd = fs::File::open(&pin)?;
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&fd),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
-            fs::read_to_string(format!("/proc/thread-self/net/{file}"))
-        })?
-        .join()
-        .map_err(|_| io::Error::other("netns thread panicked"))?
 }
