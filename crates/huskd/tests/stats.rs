@@ -238,3 +238,27 @@ async fn events_see_a_full_lifecycle_in_order_and_survive_a_stalled_subscriber()
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let mut env = Env::new().await;
+    for rt in RUNTIMES {
+        let pc = env.pod_config(&format!("oom-{rt}"));
+        let pod = env.run_pod(pc.clone(), rt).await.unwrap();
+        let mut cc = container_config("hog", &["sh", "-c", "head -c 200m /dev/zero | tail"]);
+        cc.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 * 1024 * 1024,
+            ..Default::default()
+        });
+        let c = env.create(&pod, cc, &pc).await.unwrap();
+        env.start(&c).await.unwrap();
+        let s = env.wait_exited(&c).await;
+        assert_eq!(
+            (s.exit_code, s.reason.as_str()),
+            (137, "OOMKilled"),
+            "{rt}: {s:?}"
+        );
+        env.remove_pod(&pod).await;
+    }
+    env.teardown().await;
+}
