@@ -31,6 +31,14 @@ if [ -d /sys/fs/cgroup/unified ] && [ ! -e /sys/fs/cgroup/hugetlb ] \
   mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || rmdir /sys/fs/cgroup/hugetlb || true
 fi
 
+# The streaming tests interoperate with independent protocol implementations: Python's
+# `websockets` (installed here) and npm's `spdy-transport` (the test installs it under target/).
+if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+  echo "setup: installing the Python websockets package"
+  python3 -m pip install --quiet websockets
+fi
+command -v npm >/dev/null 2>&1 || { echo "setup: npm is needed by the streaming interop tests" >&2; exit 1; }
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found (install Rust with rustup first)" >&2
   exit 1

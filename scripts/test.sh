@@ -9,5 +9,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
+# Interop tests must not skip themselves quietly here: their tools are installed by setup.sh.
+export HUSK_REQUIRE_INTEROP=1
 # Integration tests start real daemons and registries; two at a time on small machines.
 cargo test --workspace --no-fail-fast -- --test-threads="${HUSK_TEST_THREADS:-2}"

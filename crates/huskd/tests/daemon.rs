@@ -66,14 +66,24 @@ async fn version_status_and_unimplemented_rpcs() {
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 
     let err = rt
-        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("ListMetricDescriptors"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
+    );
+    let d = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    assert!(
+        d.iter()
+            .any(|m| m.name == "container_memory_working_set_bytes")
     );
     let err = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);

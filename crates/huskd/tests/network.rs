@@ -586,3 +586,42 @@ async fn pod_stats_count_network_traffic_processes_and_containers() {
     assert_eq!(all.len(), 1);
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn pod_sandbox_metrics_like_cadvisor() {
+    let (mut env, _net) = net_env().await;
+    let (pod, c) = web_pod(&mut env, "metrics", 8080, None).await;
+    let ip = pod_ip(&mut env, &pod).await;
+    for _ in 0..30 {
+        if http_get(&format!("{ip}:8080")).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = env
+        .rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pod_sandbox_id, pod);
+    let rx = m[0]
+        .metrics
+        .iter()
+        .find(|x| x.name == "container_network_receive_bytes_total" && x.label_values[0] == "eth0")
+        .unwrap();
+    assert!(rx.value.as_ref().unwrap().value > 0);
+    assert_eq!(rx.label_values, vec!["eth0", "default", "metrics"]);
+    let cm = &m[0].container_metrics[0];
+    assert_eq!(cm.container_id, c);
+    let ws = cm
+        .metrics
+        .iter()
+        .find(|x| x.name == "container_memory_working_set_bytes")
+        .unwrap();
+    assert!(ws.value.as_ref().unwrap().value > 0);
+    assert_eq!(ws.label_values[0], "web");
+    env.teardown().await;
+}

@@ -9,6 +9,7 @@ mod convert_container;
 mod convert_pod;
 mod husk;
 mod image;
+mod metrics;
 mod rpclog;
 mod runtime;
 mod status;

@@ -485,6 +485,30 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: crate::metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let all = self
+            .s
+            .engine
+            .list_pod_sandbox_stats(&Default::default())
+            .await
+            .map_err(EngineErr)?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: all.iter().map(crate::metrics::pod_metrics).collect(),
+        }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -561,19 +585,5 @@ impl RuntimeService for Runtime {
         _r: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         Err(unimplemented("CheckpointContainer"))
-    }
-
-    async fn list_metric_descriptors(
-        &self,
-        _r: Request<cri::ListMetricDescriptorsRequest>,
-    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(unimplemented("ListMetricDescriptors"))
-    }
-
-    async fn list_pod_sandbox_metrics(
-        &self,
-        _r: Request<cri::ListPodSandboxMetricsRequest>,
-    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxMetrics"))
     }
 }
