@@ -6,10 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::bench::BenchCommand;
 use crate::commands::containers::{CreateArgs, InspectArgs, PsArgs, RmArgs, StartArgs, StopArgs};
+use crate::commands::events::EventsArgs;
 use crate::commands::exec::ExecArgs;
 use crate::commands::logs::LogsArgs;
 use crate::commands::pods::{InspectpArgs, PodsArgs, RmpArgs, RunpArgs, StoppArgs};
 use crate::commands::run::RunArgs;
+use crate::commands::stats::{StatsArgs, StatspArgs};
+use crate::commands::update::UpdateArgs;
 
 /// The default endpoint of huskd.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/husk/husk.sock";
@@ -135,6 +138,14 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// Show containers' resource usage
+    Stats(StatsArgs),
+    /// Show pod sandboxes' resource usage
+    Statsp(StatspArgs),
+    /// Update the resources of one or more running containers
+    Update(UpdateArgs),
+    /// Follow container events (created, started, stopped, deleted)
+    Events(EventsArgs),
     /// Pull the image, then run a pod and a container in it
     Run(RunArgs),
     /// Measure runtime performance

@@ -462,6 +462,21 @@ async fn run_a_pod_and_manage_it() {
     }
     assert_eq!(logs, "started\n");
 
+    // stats, statsp and update against the real cgroups
+    let stats = env.ok(&["stats"]);
+    assert!(
+        stats.contains(short(&id)) && stats.contains("app"),
+        "{stats}"
+    );
+    let statsp = env.ok(&["statsp"]);
+    assert!(statsp.contains("web"), "{statsp}");
+    env.ok(&["update", "--memory", "80m", &id]);
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/husk/{id}/memory.limit_in_bytes"
+    ))
+    .expect("memory cgroup");
+    assert_eq!(limit.trim(), (80u64 << 20).to_string());
+
     let inspect = env.json(&["inspect", &id]);
     assert_eq!(inspect["status"]["metadata"]["name"], "app", "{inspect}");
     assert!(

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod containers;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod import;
@@ -13,6 +14,8 @@ pub mod pull;
 pub mod pull_progress;
 pub mod rmi;
 pub mod run;
+pub mod stats;
+pub mod update;
 
 use std::fmt;
 use std::time::Duration;
@@ -65,6 +68,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => containers::inspect(&ctx, args).await,
         Command::Logs(args) => logs::logs(&ctx, args).await,
         Command::Exec(args) => exec::exec(&ctx, args).await,
+        Command::Stats(args) => stats::stats(&ctx, args).await,
+        Command::Statsp(args) => stats::statsp(&ctx, args).await,
+        Command::Update(args) => update::update(&ctx, args).await,
+        Command::Events(args) => events::events(&ctx, args).await,
         Command::Run(args) => run::run(&ctx, args).await,
     }
 }
