@@ -335,11 +335,14 @@ pub fn conf_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Fixtures shared by this crate's unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use std::fs;
+    use std::path::PathBuf;
 
-    fn bins() -> (tempfile::TempDir, Vec<PathBuf>) {
+    /// Fake plugin binaries in a temp dir; the bin dirs list a missing dir first.
+    pub(crate) fn bins() -> (tempfile::TempDir, Vec<PathBuf>) {
         let d = tempfile::tempdir().unwrap();
         for p in ["bridge", "host-local", "portmap", "loopback"] {
             fs::write(d.path().join(p), "#!/bin/sh\n").unwrap();
@@ -348,9 +351,15 @@ mod tests {
         (d, dirs)
     }
 
-    const LIST: &str = r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[
+    pub(crate) const LIST: &str = r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[
         {"type":"bridge","bridge":"cni0","ipam":{"type":"host-local"}},
         {"type":"portmap","capabilities":{"portMappings":true,"bandwidth":false}}]}"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{LIST, bins};
+    use super::*;
 
     #[test]
     fn first_file_in_lexical_order_wins() {

@@ -93,19 +93,7 @@ impl ConfigWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bins() -> (tempfile::TempDir, Vec<PathBuf>) {
-        let d = tempfile::tempdir().unwrap();
-        for p in ["bridge", "host-local", "portmap", "loopback"] {
-            fs::write(d.path().join(p), "#!/bin/sh\n").unwrap();
-        }
-        let dirs = vec![d.path().join("missing"), d.path().to_path_buf()];
-        (d, dirs)
-    }
-
-    const LIST: &str = r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[
-        {"type":"bridge","bridge":"cni0","ipam":{"type":"host-local"}},
-        {"type":"portmap","capabilities":{"portMappings":true,"bandwidth":false}}]}"#;
+    use crate::config::fixtures::{LIST, bins};
 
     #[test]
     fn watcher_picks_up_a_config_added_later_and_changes() {
