@@ -326,12 +326,10 @@ impl Engine {
         let target = &cfg.pid_target_id;
         let t = self.containers.resolve("target container", target)?;
         if t.state != ContainerState::Running {
-            return Err(EngineError::WrongState {
-                what: "target container",
-                id: t.id,
-                state: format!("{:?}", t.state),
-                message: "its pid namespace can only be shared while it runs".into(),
-            });
+            return Err(t.wrong_state(
+                "target container",
+                "its pid namespace can only be shared while it runs",
+            ));
         }
         Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", t.pid))))
     }

@@ -39,12 +39,7 @@ impl Engine {
         }
         let rec = self.container(id)?;
         if rec.state != ContainerState::Running {
-            return Err(EngineError::WrongState {
-                what: "container",
-                id: rec.id,
-                state: format!("{:?}", rec.state).to_uppercase(),
-                message: "exec needs a running container".into(),
-            });
+            return Err(rec.wrong_state("container", "exec needs a running container"));
         }
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
         // The exec'd process inherits the container's process settings (user, env, cwd, caps,

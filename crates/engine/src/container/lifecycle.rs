@@ -33,12 +33,7 @@ impl Engine {
         let _lock = self.locks.lock(rec.id.clone()).await;
         let rec = self.container(&rec.id)?;
         if rec.state != ContainerState::Created {
-            return Err(EngineError::WrongState {
-                what: "container",
-                id: rec.id,
-                state: format!("{:?}", rec.state).to_uppercase(),
-                message: "only a created container can be started".into(),
-            });
+            return Err(rec.wrong_state("container", "only a created container can be started"));
         }
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
         let rt = rt.clone();

@@ -121,6 +121,16 @@ impl ContainerRecord {
     pub fn spec_path(&self) -> PathBuf {
         self.bundle.join("config.json")
     }
+
+    /// The error for an operation this container's state does not allow.
+    pub(crate) fn wrong_state(&self, what: &'static str, message: &str) -> crate::EngineError {
+        crate::EngineError::WrongState {
+            what,
+            id: self.id.clone(),
+            state: format!("{:?}", self.state).to_uppercase(),
+            message: message.to_string(),
+        }
+    }
 }
 
 /// A filter for ListContainers.

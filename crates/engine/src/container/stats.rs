@@ -94,12 +94,7 @@ impl Engine {
         let rec = self.container(id)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
         if !matches!(rec.state, ContainerState::Running | ContainerState::Created) {
-            return Err(EngineError::WrongState {
-                what: "container",
-                id: rec.id,
-                state: format!("{:?}", rec.state).to_uppercase(),
-                message: "resources can only be updated while it runs".into(),
-            });
+            return Err(rec.wrong_state("container", "resources can only be updated while it runs"));
         }
         let json = spec::update_resources(&res, &self.host)?;
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
@@ -115,12 +110,10 @@ impl Engine {
     pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
         let rec = self.container(id)?;
         if rec.state != ContainerState::Running {
-            return Err(EngineError::WrongState {
-                what: "container",
-                id: rec.id,
-                state: format!("{:?}", rec.state).to_uppercase(),
-                message: "the log of a container that is not running cannot be reopened".into(),
-            });
+            return Err(rec.wrong_state(
+                "container",
+                "the log of a container that is not running cannot be reopened",
+            ));
         }
         MonitorClient::new(rec.monitor_socket())
             .reopen_log()

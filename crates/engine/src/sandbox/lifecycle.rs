@@ -70,23 +70,30 @@ impl Engine {
         let (handler, _) = self.runtime(&cfg.runtime_handler)?;
         let handler = handler.to_string();
         let id = new_id();
-        if network::uses_cni(&cfg) {
-            // Bad port mappings or bandwidth annotations fail before anything is made.
-            let parent = if cfg.cgroup_parent.is_empty() {
-                &self.cfg.default_cgroup_parent
-            } else {
-                &cfg.cgroup_parent
-            };
-            network::pod_network(&id, Path::new("/"), &cfg, parent)?;
+        let cgroup_parent = if cfg.cgroup_parent.is_empty() {
+            self.cfg.default_cgroup_parent.clone()
+        } else {
+            cfg.cgroup_parent.clone()
+        };
+        // The CNI request, built once: bad port mappings or bandwidth annotations fail before
+        // anything is made. Its netns is where the pin will be.
+        let pod_net = if network::uses_cni(&cfg) {
+            let netns = self.pod_dir(&id).join("ns/net");
+            let pn = network::pod_network(&id, &netns, &cfg, &cgroup_parent)?;
             self.network
                 .status()
                 .await
                 .map_err(|e| EngineError::NetworkNotReady(e.message))?;
-        }
+            Some(pn)
+        } else {
+            None
+        };
         let _lock = self.locks.lock(id.clone()).await;
         let started = std::time::Instant::now();
         let mut rb = Rollback::default();
-        let result = self.run_steps(&id, &handler, cfg, &mut rb).await;
+        let result = self
+            .run_steps(&id, &handler, cfg, cgroup_parent, pod_net, &mut rb)
+            .await;
         match result {
             Ok(rec) => {
                 rb.disarm();
@@ -108,6 +115,8 @@ impl Engine {
         id: &str,
         handler: &str,
         cfg: PodConfig,
+        cgroup_parent: String,
+        pod_net: Option<husk_net::PodNetwork>,
         rb: &mut Rollback,
     ) -> Result<SandboxRecord> {
         let name = cfg.registrar_name();
@@ -118,7 +127,7 @@ impl Engine {
             rb.push("release name", async move { names.release(&name, &id) });
         }
 
-        let dir = self.cfg.state_dir.join("pods").join(id);
+        let dir = self.pod_dir(id);
         std::fs::create_dir_all(dir.join("ns")).map_err(|e| EngineError::io("create", &dir, e))?;
         {
             let dir = dir.clone();
@@ -173,24 +182,16 @@ impl Engine {
             (None, None)
         };
 
-        let cgroup_parent = if cfg.cgroup_parent.is_empty() {
-            self.cfg.default_cgroup_parent.clone()
-        } else {
-            cfg.cgroup_parent.clone()
-        };
         // CNI ADD is the long pole: it runs while the files and /dev/shm are made.
         let cni = async {
-            match (&pin.net, network::uses_cni(&cfg)) {
-                (Some(netns), true) => {
-                    let pn = network::pod_network(id, netns, &cfg, &cgroup_parent)?;
-                    let res = self
-                        .network
-                        .setup(&pn)
-                        .await
-                        .map_err(|e| EngineError::Network(e.to_string()))?;
-                    Ok::<_, EngineError>(Some((pn, res)))
-                }
-                _ => Ok(None),
+            match &pod_net {
+                Some(pn) => self
+                    .network
+                    .setup(pn)
+                    .await
+                    .map(Some)
+                    .map_err(|e| EngineError::Network(e.to_string())),
+                None => Ok(None),
             }
         };
         let (cni, local) = tokio::join!(
@@ -198,10 +199,12 @@ impl Engine {
             self.pod_files(&dir, &cfg, own_net, own_ipc, &hostname, rb)
         );
         let ips = match cni {
-            Ok(Some((pn, res))) => {
-                let network = self.network.clone();
+            Ok(Some(res)) => {
+                let (network, pn) = (self.network.clone(), pod_net.clone());
                 rb.push("CNI DEL", async move {
-                    let _ = network.teardown(&pn).await;
+                    if let Some(pn) = pn {
+                        let _ = network.teardown(&pn).await;
+                    }
                 });
                 res.pod_ips("eth0", self.cfg.ip_preference)
                     .iter()
@@ -211,16 +214,14 @@ impl Engine {
             Ok(None) => vec![],
             Err(e) => {
                 // The plugins undo a half-done ADD themselves; still run DEL to be sure.
-                if let (Some(netns), true) = (&pin.net, network::uses_cni(&cfg))
-                    && let Ok(pn) = network::pod_network(id, netns, &cfg, &cgroup_parent)
-                {
-                    let _ = self.network.teardown(&pn).await;
+                if let Some(pn) = &pod_net {
+                    let _ = self.network.teardown(pn).await;
                 }
                 return Err(e);
             }
         };
         let (shm, hostname_file, hosts_file, resolv_file) = local?;
-        let cni_ran = pin.net.is_some() && network::uses_cni(&cfg);
+        let cni_ran = pod_net.is_some();
 
         let rec = SandboxRecord {
             version: SandboxRecord::VERSION,
@@ -326,6 +327,11 @@ impl Engine {
             self.emit(&rec.id, &rec.id, EventKind::Stopped);
         }
         Ok(())
+    }
+
+    /// `<state_dir>/pods/<id>`: the pod's runtime state (namespace pins, files, shm).
+    fn pod_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("pods").join(id)
     }
 
     /// Starts the init of a pod-shared PID namespace and pins its namespace.
