@@ -16,9 +16,14 @@ pub fn become_subreaper() -> io::Result<()> {
 /// how many.
 pub fn reap_orphans(skip: &[&str]) -> usize {
     let me = getpid().as_raw_nonzero().get();
-    let my_sid = rustix::process::getsid(None)
-        .map(|p| p.as_raw_nonzero().get())
-        .unwrap_or(0);
+    // Read from /proc, not getsid(2): the session id is 0 when the session leader lives in an
+    // ancestor PID namespace (as in some CI sandboxes), which rustix's `Pid` cannot represent.
+    let Some(my_sid) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_fields(&s).and_then(|(_, f)| f.get(3).and_then(|x| x.parse().ok())))
+    else {
+        return 0;
+    };
     let mut reaped = 0;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return 0;
@@ -34,13 +39,9 @@ pub fn reap_orphans(skip: &[&str]) -> usize {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            // pid (comm) state ...; comm may contain spaces and parentheses.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            let Some((comm, fields)) = stat_fields(&stat) else {
                 continue;
             };
-            let comm = &stat[open + 1..close];
-            // After the comm: state ppid pgrp session ...
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             let state = fields.first().and_then(|s| s.chars().next());
             let sid = fields.get(3).and_then(|s| s.parse::<i32>().ok());
             if state != Some('Z') || skip.contains(&comm) || sid == Some(my_sid) {
@@ -54,6 +55,16 @@ pub fn reap_orphans(skip: &[&str]) -> usize {
         }
     }
     reaped
+}
+
+/// Splits a `/proc/<pid>/stat` line into the command name and the fields after it (state,
+/// ppid, pgrp, session, ...); the name may contain spaces and parentheses.
+fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    Some((
+        &stat[open + 1..close],
+        stat[close + 1..].split_whitespace().collect(),
+    ))
 }
 
 /// Creates a new PID namespace and forks its init: returns `Some(child pid)` in the parent and
@@ -100,5 +111,14 @@ mod tests {
         assert!(zombie(own_pid), "our own child is not stolen");
         assert!(own.wait().unwrap().success());
         drop(other);
+    }
+
+    #[test]
+    fn stat_lines_split_around_odd_names() {
+        let (comm, f) = stat_fields("42 (a) b (c)) S 1 42 0 0").unwrap();
+        assert_eq!(comm, "a) b (c)");
+        assert_eq!(f, ["S", "1", "42", "0", "0"]);
+        assert_eq!(f[3], "0", "session 0 (leader outside our PID namespace) parses");
+        assert!(stat_fields("garbage").is_none());
     }
 }
