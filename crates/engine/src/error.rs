@@ -40,6 +40,8 @@ pub enum EngineError {
     ExecFailed(String),
     #[error("container monitor: {0}")]
     Monitor(String),
+    #[error("port-forward: {0}")]
+    PortForward(String),
     #[error("OCI spec: {0}")]
     Spec(#[from] crate::spec::SpecError),
     #[error("namespaces: {0}")]
@@ -76,6 +78,7 @@ impl EngineError {
             Timeout { .. } => ErrorKind::DeadlineExceeded,
             Oci(_)
             | Monitor(_)
+            | PortForward(_)
             | Namespaces(_)
             | Mount(_)
             | Io { .. }

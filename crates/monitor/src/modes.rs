@@ -5,7 +5,7 @@
 //! - `pause`: PID 1 of a pod-shared PID namespace; it only reaps, until killed.
 
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use husk_oci::{ExecOpts, OciRuntime, RuntimeConfig};
 use rustix::process::{Pid, WaitOptions, waitpid};
@@ -21,12 +21,14 @@ struct ExecArgs {
     process: PathBuf,
     pid_file: PathBuf,
     log: PathBuf,
+    /// For a tty exec: the runtime sends the pty master to this socket.
+    console_socket: Option<PathBuf>,
 }
 
 fn parse(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
     let mut it = args.iter();
-    let (mut runtime, mut root, mut id, mut process, mut pid_file, mut log) =
-        (None, None, None, None, None, None);
+    let (mut runtime, mut root, mut id, mut process, mut pid_file, mut log, mut console) =
+        (None, None, None, None, None, None, None);
     let mut systemd_cgroup = false;
     while let Some(a) = it.next() {
         let a = a.to_str()?;
@@ -42,6 +44,7 @@ fn parse(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "--process" => process = Some(v),
             "--pid-file" => pid_file = Some(v),
             "--log" => log = Some(v),
+            "--console-socket" => console = Some(v),
             _ => return None,
         }
     }
@@ -53,15 +56,18 @@ fn parse(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         process: process?,
         pid_file: pid_file?,
         log: log?,
+        console_socket: console,
     })
 }
 
-/// `husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L`.
+/// `husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L
+/// [--console-socket S]` (also the streaming exec: with a console socket the process gets a pty
+/// whose master the runtime sends to S).
 /// Our stdout/stderr are the exec'd process's; our exit code is its exit code (128+signal).
 pub fn exec_sync(args: &[std::ffi::OsString]) -> ExitCode {
     let Some(a) = parse(args) else {
         eprintln!(
-            "usage: husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L"
+            "usage: husk-monitor exec-sync --runtime R --root D --id ID --process F --pid-file P --log L [--console-socket S]"
         );
         return ExitCode::from(2);
     };
@@ -79,10 +85,10 @@ pub fn exec_sync(args: &[std::ffi::OsString]) -> ExitCode {
     let opts = ExecOpts {
         detach: true,
         log_file: Some(a.log.clone()),
-        ..Default::default()
+        console_socket: a.console_socket.clone(),
     };
     let mut cmd = rt.exec_command(&a.id, &a.process, &a.pid_file, opts);
-    cmd.stdin(Stdio::null());
+    // Our stdio is the process's (the caller passes null stdin when it has none).
     let status = match cmd.status() {
         Ok(s) => s,
         Err(e) => return fail(format!("running {}: {e}", a.runtime.display())),

@@ -1,6 +1,7 @@
 //! husk-sys: the one crate of husk allowed to hold `unsafe`; everything here is a small, safe
 //! wrapper over a Linux facility (atomic files today; namespaces, mounts, subreaper as they come).
 
+pub mod asyncfd;
 pub mod fs;
 pub mod mount;
 pub mod ns;

@@ -231,6 +231,29 @@ pub fn read_net_file(pin: &Path, file: &str) -> io::Result<String> {
         .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// Opens a TCP connection to `addr` from inside the network namespace pinned at `pin` (from a
+/// short-lived thread that joins it; the socket stays in that namespace, as with
+/// `kubectl port-forward`).
+pub fn connect_in(
+    pin: &Path,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let pin = pin.to_path_buf();
+    std::thread::Builder::new()
+        .name("husk-netns".into())
+        .spawn(move || -> io::Result<std::net::TcpStream> {
+            let fd = fs::File::open(&pin)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&fd),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +303,48 @@ mod tests {
             unpin(&d.path().join(k)).unwrap();
             assert!(!d.path().join(k).exists());
         }
+    }
+
+    #[test]
+    fn connects_inside_a_pinned_namespace_only() {
+        use std::io::{Read, Write};
+        let d = tempfile::tempdir().unwrap();
+        let pin = d.path().join("net");
+        create_pinned(&PinRequest {
+            net: Some(pin.clone()),
+            loopback_up: true,
+            ..Default::default()
+        })
+        .unwrap();
+        // A listener inside the namespace, bound from another netns thread.
+        let pin2 = pin.clone();
+        let listener = std::thread::spawn(move || {
+            let f = fs::File::open(&pin2).unwrap();
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        })
+        .join()
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::time::Duration::from_secs(5);
+        // Not reachable from the host's loopback...
+        assert!(std::net::TcpStream::connect_timeout(&addr, t).is_err());
+        // ...but from inside.
+        let mut c = connect_in(&pin, addr, t).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        drop((c, s, listener));
+        // A closed port is refused.
+        let err = connect_in(&pin, addr, t).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        unpin(&pin).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! output (capped), killing it on timeout — promptly, even when a background child it started
 //! keeps the output pipes open.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,6 +27,59 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// Exit code of `husk-monitor exec-sync` when the runtime itself failed (its message is in
+/// `<pid-file>.error`).
+pub(crate) const RUNTIME_FAILED: u8 = 255;
+
+/// The files of one exec, removed when it is over.
+#[derive(Debug)]
+pub(crate) struct ExecFiles {
+    process: PathBuf,
+    pid: PathBuf,
+    log: PathBuf,
+    console: PathBuf,
+}
+
+impl ExecFiles {
+    pub(crate) fn error_file(&self) -> PathBuf {
+        self.pid.with_extension("error")
+    }
+
+    pub(crate) fn console_socket(&self) -> PathBuf {
+        self.console.clone()
+    }
+
+    fn pid(&self) -> Option<rustix::process::Pid> {
+        std::fs::read_to_string(&self.pid)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+    }
+
+    /// SIGKILLs the exec'd process (its monitor reaps it and exits).
+    pub(crate) fn kill_process_now(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    pub(crate) async fn kill_process(&self) {
+        self.kill_process_now();
+    }
+
+    pub(crate) fn remove_now(&self) {
+        for f in [
+            &self.process,
+            &self.pid,
+            &self.log,
+            &self.console,
+            &self.error_file(),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 impl Engine {
     /// Runs `cmd` in container `id`; `timeout_secs` 0 means no timeout.
     pub async fn exec_sync(
@@ -34,6 +88,20 @@ impl Engine {
         cmd: &[String],
         timeout_secs: i64,
     ) -> Result<ExecOutput> {
+        let (files, std_cmd) = self.prepare_exec(id, cmd, false).await?;
+        let result = run_exec(std_cmd, &files, timeout_secs, cmd).await;
+        files.remove_now();
+        result
+    }
+
+    /// Checks an exec request, writes its process JSON and builds the `husk-monitor exec-sync`
+    /// command that runs it (stdio for the caller to set).
+    pub(crate) async fn prepare_exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<(ExecFiles, std::process::Command)> {
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(EngineError::Invalid("exec: cmd must not be empty".into()));
         }
@@ -43,7 +111,7 @@ impl Engine {
         }
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
         // The exec'd process inherits the container's process settings (user, env, cwd, caps,
-        // no_new_privs, apparmor) with new args and no terminal.
+        // no_new_privs, apparmor) with new args and its own terminal or none.
         let spec: serde_json::Value = {
             let data = tokio::fs::read(rec.spec_path())
                 .await
@@ -55,17 +123,22 @@ impl Engine {
         };
         let mut process = spec.get("process").cloned().unwrap_or_default();
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(tty);
         if let Some(o) = process.as_object_mut() {
             o.remove("consoleSize");
         }
         let tag = &new_id()[..16];
-        let process_file = rec.bundle.join(format!("exec-{tag}.json"));
-        let pid_file = rec.bundle.join(format!("exec-{tag}.pid"));
+        let files = ExecFiles {
+            process: rec.bundle.join(format!("exec-{tag}.json")),
+            pid: rec.bundle.join(format!("exec-{tag}.pid")),
+            log: rec.bundle.join(format!("exec-{tag}.log")),
+            // Short: unix socket paths are limited to 108 bytes.
+            console: self.cfg.state_dir.join("s").join(format!("x{tag}.sock")),
+        };
         let data = serde_json::to_vec(&process).map_err(|e| EngineError::Task(e.to_string()))?;
-        tokio::fs::write(&process_file, data)
+        tokio::fs::write(&files.process, data)
             .await
-            .map_err(|e| EngineError::io("write", &process_file, e))?;
+            .map_err(|e| EngineError::io("write", &files.process, e))?;
         // A `husk-monitor exec-sync` subreaper runs `<runtime> exec --detach` and reaps the
         // exec'd process itself: the call ends when that process exits, even if a background
         // child keeps the output pipes open (a foreground `runc exec` waits for those).
@@ -81,23 +154,18 @@ impl Engine {
             .arg("--id")
             .arg(&rec.id)
             .arg("--process")
-            .arg(&process_file)
+            .arg(&files.process)
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(&files.pid)
             .arg("--log")
-            .arg(rec.bundle.join(format!("exec-{tag}.log")));
-        let result = run_exec(std_cmd, &pid_file, timeout_secs, cmd).await;
-        let _ = tokio::fs::remove_file(rec.bundle.join(format!("exec-{tag}.log"))).await;
-        let _ = tokio::fs::remove_file(pid_file.with_extension("error")).await;
-        let _ = tokio::fs::remove_file(&process_file).await;
-        let _ = tokio::fs::remove_file(&pid_file).await;
-        result
+            .arg(&files.log);
+        Ok((files, std_cmd))
     }
 }
 
 async fn run_exec(
     std_cmd: std::process::Command,
-    pid_file: &std::path::Path,
+    files: &ExecFiles,
     timeout_secs: i64,
     cmd: &[String],
 ) -> Result<ExecOutput> {
@@ -120,13 +188,8 @@ async fn run_exec(
         match tokio::time::timeout(Duration::from_secs(timeout_secs as u64), wait).await {
             Ok(s) => s,
             Err(_) => {
-                // Kill the exec'd process itself (the runtime exits with it), then the runtime.
-                if let Ok(p) = tokio::fs::read_to_string(pid_file).await
-                    && let Ok(pid) = p.trim().parse::<i32>()
-                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
-                {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
+                // Kill the exec'd process itself (the monitor exits with it), then the monitor.
+                files.kill_process().await;
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 out_task.abort();
@@ -148,8 +211,8 @@ async fn run_exec(
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
-    if exit_code == 255
-        && let Ok(msg) = tokio::fs::read_to_string(pid_file.with_extension("error")).await
+    if exit_code == i32::from(RUNTIME_FAILED)
+        && let Ok(msg) = tokio::fs::read_to_string(files.error_file()).await
     {
         return Err(EngineError::ExecFailed(msg));
     }

@@ -15,6 +15,7 @@ mod create;
 mod exec;
 mod lifecycle;
 mod stats;
+mod stream;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use tokio::sync::watch as tokio_watch;
 pub use exec::ExecOutput;
 pub use husk_monitor::protocol::ExitRecord;
 pub use stats::ContainerUsage;
+pub use stream::{ExecSession, ExecStreamRequest};
 pub(crate) use watch::parse_rfc3339_nanos as parse_finished;
 
 use crate::spec::input::ContainerSettings;
