@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(runc crun containernetworking-plugins docker-registry busybox-static protobuf-compiler
+PKGS=(runc crun criu containernetworking-plugins docker-registry busybox-static protobuf-compiler
       iproute2 iptables apache2-utils openssl zstd ca-certificates)
 
 missing=()

@@ -76,6 +76,8 @@ impl EngineError {
             Image(e) => e.kind(),
             Spec(e) => e.kind(),
             Timeout { .. } => ErrorKind::DeadlineExceeded,
+            // CRIU missing or unusable here: a property of the host, not a failure.
+            Oci(husk_oci::OciError::CriuUnavailable { .. }) => ErrorKind::FailedPrecondition,
             Oci(_)
             | Monitor(_)
             | PortForward(_)

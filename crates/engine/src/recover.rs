@@ -46,6 +46,9 @@ impl Engine {
                             r.reason = reason;
                         })?;
                         tracing::info!(container = %c.id, exit_code = exit.exit_code, "exited while huskd was down");
+                        if exit.oom_killed {
+                            husk_telemetry::record_oom_kill();
+                        }
                     } else {
                         running += 1;
                         self.watch_exit(&c);

@@ -5,11 +5,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::bench::BenchCommand;
+use crate::commands::checkpoint::CheckpointArgs;
 use crate::commands::containers::{CreateArgs, InspectArgs, PsArgs, RmArgs, StartArgs, StopArgs};
 use crate::commands::events::EventsArgs;
-use crate::commands::exec::ExecArgs;
+use crate::commands::exec::{AttachArgs, ExecArgs};
 use crate::commands::logs::LogsArgs;
+use crate::commands::metrics::MetricsArgs;
 use crate::commands::pods::{InspectpArgs, PodsArgs, RmpArgs, RunpArgs, StoppArgs};
+use crate::commands::port_forward::PortForwardArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::stats::{StatsArgs, StatspArgs};
 use crate::commands::update::UpdateArgs;
@@ -136,18 +139,26 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print a container's logs
     Logs(LogsArgs),
-    /// Run a command in a running container
+    /// Run a command in a running container (-i/-t: interactive, streamed)
     Exec(ExecArgs),
+    /// Attach to a running container's main process
+    Attach(AttachArgs),
+    /// Forward local ports to a pod sandbox
+    PortForward(PortForwardArgs),
     /// Show containers' resource usage
     Stats(StatsArgs),
     /// Show pod sandboxes' resource usage
     Statsp(StatspArgs),
     /// Update the resources of one or more running containers
     Update(UpdateArgs),
+    /// Checkpoint a running container with CRIU into an archive (it keeps running)
+    Checkpoint(CheckpointArgs),
     /// Follow container events (created, started, stopped, deleted)
     Events(EventsArgs),
     /// Pull the image, then run a pod and a container in it
     Run(RunArgs),
+    /// Print huskd's Prometheus metrics (its [metrics] endpoint)
+    Metrics(MetricsArgs),
     /// Measure runtime performance
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -1,18 +1,18 @@
 //! The built binary without a daemon: help text, and the errors for a missing or dead socket.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 fn huskctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_huskctl"))
+    common::huskctl_command()
         .args(args)
-        .env_remove("HUSK_ENDPOINT")
-        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
         .output()
         .expect("run huskctl")
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::text(&out.stderr)
 }
 
 #[test]
@@ -88,9 +88,8 @@ fn dead_socket_is_refused() {
 
 #[test]
 fn cri_env_var_is_honoured() {
-    let out = Command::new(env!("CARGO_BIN_EXE_huskctl"))
+    let out = common::huskctl_command()
         .arg("images")
-        .env_remove("HUSK_ENDPOINT")
         .env("CONTAINER_RUNTIME_ENDPOINT", "unix:///nonexistent/cri.sock")
         .output()
         .expect("run huskctl");

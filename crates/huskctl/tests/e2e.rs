@@ -451,6 +451,68 @@ async fn run_a_pod_and_manage_it() {
     assert_eq!(exec.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "from-exec\n");
 
+    // streaming exec: stdin piped through cat, and the exit code
+    let exec = env.huskctl_with(&["exec", "-i", &id, "cat"], Some(b"through huskctl\n"));
+    assert!(exec.status.success(), "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "through huskctl\n");
+    let exec = env.huskctl_with(
+        &["exec", "-i", &id, "sh", "-c", "cat >&2; exit 5"],
+        Some(b"e"),
+    );
+    assert_eq!(exec.status.code(), Some(5), "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "e");
+
+    // port-forward to an httpd in the pod (it listens in the pod's network namespace only)
+    env.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello via port-forward > /www/index.html && httpd -p 8080 -h /www",
+    ]);
+    let pod_id = env.json(&["pods", "-o", "json"])["items"][0]["id"]
+        .as_str()
+        .expect("pod id")
+        .to_string();
+    let mut pf = Command::new(env!("CARGO_BIN_EXE_huskctl"))
+        .arg("-r")
+        .arg(format!("unix://{}", env.huskd.socket_path().display()))
+        .args(["port-forward", &pod_id, "0:8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run huskctl port-forward");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(pf.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read the forwarding line");
+    let local: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    let mut body = String::new();
+    for _ in 0..50 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", local)).expect("connect");
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+        body.clear();
+        let _ = std::io::Read::read_to_string(&mut c, &mut body);
+        if body.contains("hello via port-forward") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(body.contains("hello via port-forward"), "{body}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pf.id() as i32).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM port-forward");
+    assert!(pf.wait().expect("wait port-forward").success());
+
     // logs: wait for the first line
     let mut logs = String::new();
     for _ in 0..50 {

@@ -1,9 +1,9 @@
 //! The built binary against an in-process fake huskd (CRI image service + husk service on a
 //! unix socket): checks each image verb end to end over the real proto types.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::pin::Pin;
-use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
@@ -13,15 +13,15 @@ use husk_api::v1::{
     ImportChunk, ImportImageResponse, ImportedImage, LayerPhase, LayerProgress, PullDone,
     PullEvent, PullResolved,
 };
-use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
 use k8s_cri::v1::{
     FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
     ImageStatusRequest, ImageStatusResponse, ListImagesRequest, ListImagesResponse,
     PullImageRequest, PullImageResponse, RemoveImageRequest, RemoveImageResponse, UInt64Value,
 };
-use tokio::io::AsyncWriteExt as _;
-use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
+
+use common::Reply;
 
 const LAYER_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const LAYER_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -69,11 +69,8 @@ fn spec_name(spec: Option<k8s_cri::v1::ImageSpec>) -> String {
 }
 
 #[tonic::async_trait]
-impl ImageService for Fake {
-    async fn list_images(
-        &self,
-        r: Request<ListImagesRequest>,
-    ) -> Result<Response<ListImagesResponse>, Status> {
+impl common::FakeImages for Fake {
+    async fn list_images(&self, r: Request<ListImagesRequest>) -> Reply<ListImagesResponse> {
         let filter = r
             .into_inner()
             .filter
@@ -88,10 +85,7 @@ impl ImageService for Fake {
         Ok(Response::new(ListImagesResponse { images }))
     }
 
-    async fn image_status(
-        &self,
-        r: Request<ImageStatusRequest>,
-    ) -> Result<Response<ImageStatusResponse>, Status> {
+    async fn image_status(&self, r: Request<ImageStatusRequest>) -> Reply<ImageStatusResponse> {
         let r = r.into_inner();
         let image = self.find(&spec_name(r.image));
         let mut info = std::collections::HashMap::new();
@@ -104,29 +98,20 @@ impl ImageService for Fake {
         Ok(Response::new(ImageStatusResponse { image, info }))
     }
 
-    async fn pull_image(
-        &self,
-        r: Request<PullImageRequest>,
-    ) -> Result<Response<PullImageResponse>, Status> {
+    async fn pull_image(&self, r: Request<PullImageRequest>) -> Reply<PullImageResponse> {
         let image = self.add_pulled(&spec_name(r.into_inner().image));
         Ok(Response::new(PullImageResponse {
             image_ref: image.id,
         }))
     }
 
-    async fn remove_image(
-        &self,
-        r: Request<RemoveImageRequest>,
-    ) -> Result<Response<RemoveImageResponse>, Status> {
+    async fn remove_image(&self, r: Request<RemoveImageRequest>) -> Reply<RemoveImageResponse> {
         let name = spec_name(r.into_inner().image);
         self.images().retain(|i| !matches(i, &name));
         Ok(Response::new(RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(
-        &self,
-        _: Request<ImageFsInfoRequest>,
-    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Reply<ImageFsInfoResponse> {
         Ok(Response::new(ImageFsInfoResponse {
             image_filesystems: vec![FilesystemUsage {
                 timestamp: 1_700_000_000_000_000_000,
@@ -221,81 +206,16 @@ impl Husk for Fake {
     }
 }
 
-/// A fake huskd listening in a temp dir until dropped.
-struct Daemon {
-    _dir: tempfile::TempDir,
-    sock: PathBuf,
-    fake: Fake,
-    server: tokio::task::JoinHandle<()>,
-}
+type Daemon = common::Daemon<Fake>;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
+/// A fake huskd, with or without the husk service.
 async fn start(with_husk: bool) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("husk.sock");
-    let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
     let fake = Fake::default();
-    let router = tonic::transport::Server::builder()
-        .add_service(ImageServiceServer::new(fake.clone()))
-        .add_optional_service(with_husk.then(|| HuskServer::new(fake.clone())));
-    let server = tokio::spawn(async move {
-        router
-            .serve_with_incoming(UnixListenerStream::new(listener))
-            .await
-            .expect("serve");
-    });
-    Daemon {
-        _dir: dir,
-        sock,
-        fake,
-        server,
+    let mut routes = Routes::new(common::image_service(fake.clone()));
+    if with_husk {
+        routes = routes.add_service(HuskServer::new(fake.clone()));
     }
-}
-
-async fn huskctl(sock: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_huskctl"))
-        .arg("-r")
-        .arg(sock)
-        .args(args)
-        .env_remove("HUSK_ENDPOINT")
-        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn huskctl");
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(data).await.expect("write stdin");
-    }
-    child.wait_with_output().await.expect("wait huskctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failed(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Daemon::start(fake, routes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,13 +223,13 @@ async fn pull_list_inspect_remove() {
     let d = start(true).await;
     let busybox = "docker.io/library/busybox:latest";
 
-    let empty = ok(&huskctl(&d.sock, &["images"], None).await);
+    let empty = d.ok(&["images"]).await;
     assert_eq!(
         empty,
         "IMAGE               TAG                 IMAGE ID            SIZE\n"
     );
 
-    let pulled = ok(&huskctl(&d.sock, &["pull", busybox], None).await);
+    let pulled = d.ok(&["pull", busybox]).await;
     assert_eq!(
         pulled,
         format!(
@@ -318,78 +238,70 @@ async fn pull_list_inspect_remove() {
         )
     );
 
-    let table = ok(&huskctl(&d.sock, &["images"], None).await);
+    let table = d.ok(&["images"]).await;
     assert_eq!(
         table,
         "IMAGE                       TAG                 IMAGE ID            SIZE\n\
          docker.io/library/busybox   latest              ccccccccccccc       2.22MB\n"
     );
-    assert_eq!(
-        ok(&huskctl(&d.sock, &["images", "-q"], None).await),
-        format!("{IMAGE_ID}\n")
-    );
-    assert_eq!(
-        ok(&huskctl(&d.sock, &["images", "-q", "nosuch"], None).await),
-        ""
-    );
+    assert_eq!(d.ok(&["images", "-q"]).await, format!("{IMAGE_ID}\n"));
+    assert_eq!(d.ok(&["images", "-q", "nosuch"]).await, "");
 
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&huskctl(&d.sock, &["images", "-o", "json"], None).await))
-            .expect("json");
+        serde_json::from_str(&d.ok(&["images", "-o", "json"]).await).expect("json");
     assert_eq!(json["images"][0]["id"], IMAGE_ID);
     assert_eq!(json["images"][0]["repo_tags"][0], busybox);
 
-    let yaml = ok(&huskctl(&d.sock, &["images", "-o", "yaml"], None).await);
+    let yaml = d.ok(&["images", "-o", "yaml"]).await;
     assert!(yaml.contains(&format!("id: {IMAGE_ID}")), "{yaml}");
 
     let inspect: serde_json::Value =
-        serde_json::from_str(&ok(&huskctl(&d.sock, &["inspecti", busybox], None).await))
-            .expect("json");
+        serde_json::from_str(&d.ok(&["inspecti", busybox]).await).expect("json");
     assert_eq!(inspect["status"]["id"], IMAGE_ID);
     assert_eq!(inspect["info"]["snapshotter"], "overlayfs");
 
-    let err = failed(&huskctl(&d.sock, &["inspecti", "nosuch:1"], None).await);
+    let err = d.fails(&["inspecti", "nosuch:1"]).await;
     assert_eq!(err, "huskctl: image \"nosuch:1\" not found\n");
 
-    let err = failed(&huskctl(&d.sock, &["rmi", "--prune"], None).await);
+    let err = d.fails(&["rmi", "--prune"]).await;
     assert!(err.contains("--prune needs container support"), "{err}");
 
-    let removed = ok(&huskctl(&d.sock, &["rmi", busybox], None).await);
+    let removed = d.ok(&["rmi", busybox]).await;
     assert_eq!(removed, format!("Deleted: {busybox}\n"));
     assert!(d.fake.images().is_empty());
 
-    let err = failed(&huskctl(&d.sock, &["rmi", busybox], None).await);
+    let err = d.fails(&["rmi", busybox]).await;
     assert_eq!(err, format!("huskctl: image \"{busybox}\" not found\n"));
 
-    ok(&huskctl(&d.sock, &["pull", "-q", "a:1"], None).await);
-    let removed = ok(&huskctl(&d.sock, &["rmi", "-a"], None).await);
+    d.ok(&["pull", "-q", "a:1"]).await;
+    let removed = d.ok(&["rmi", "-a"]).await;
     assert_eq!(removed, "Deleted: a:1\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_errors_and_credentials() {
     let d = start(true).await;
-    let err = failed(&huskctl(&d.sock, &["pull", "nosuch:latest"], None).await);
+    let err = d.fails(&["pull", "nosuch:latest"]).await;
     assert_eq!(err, "huskctl: image \"nosuch:latest\" not found\n");
-    let err = failed(&huskctl(&d.sock, &["pull", "--creds", "me:wrong", "x:1"], None).await);
+    let err = d.fails(&["pull", "--creds", "me:wrong", "x:1"]).await;
     assert_eq!(err, "huskctl: cannot pull x:1: bad credentials\n");
-    let out = ok(&huskctl(&d.sock, &["pull", "-q", "--creds", "me:pw", "x:1"], None).await);
+    let out = d.ok(&["pull", "-q", "--creds", "me:pw", "x:1"]).await;
     assert_eq!(out, format!("{IMAGE_ID}\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_falls_back_to_cri() {
     let d = start(false).await;
-    let out = ok(&huskctl(&d.sock, &["pull", "x:1"], None).await);
+    let out = d.ok(&["pull", "x:1"]).await;
     assert_eq!(out, format!("Image is up to date for {IMAGE_ID}\n"));
-    let err = failed(&huskctl(&d.sock, &["import", "-"], Some(b"tar")).await);
+    let err = d.fails_with_input(&["import", "-"], b"tar").await;
     assert_eq!(err, "huskctl: huskd does not implement ImportImage\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unserved_runtime_service_is_unimplemented() {
     let d = start(true).await;
-    let err = failed(&huskctl(&d.sock, &["version"], None).await);
+    let err = d.fails(&["version"]).await;
     assert_eq!(err, "huskctl: huskd does not implement Version\n");
 }
 
@@ -397,12 +309,12 @@ async fn unserved_runtime_service_is_unimplemented() {
 async fn imagefsinfo_formats() {
     let d = start(true).await;
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&huskctl(&d.sock, &["imagefsinfo"], None).await)).expect("json");
+        serde_json::from_str(&d.ok(&["imagefsinfo"]).await).expect("json");
     assert_eq!(
         json["image_filesystems"][0]["fs_id"]["mountpoint"],
         "/var/lib/husk"
     );
-    let table = ok(&huskctl(&d.sock, &["imagefsinfo", "-o", "table"], None).await);
+    let table = d.ok(&["imagefsinfo", "-o", "table"]).await;
     assert!(
         table.contains("image               /var/lib/husk       4.5MB"),
         "{table}"
@@ -416,16 +328,16 @@ async fn import_streams_chunks() {
     let archive = dir.path().join("image.tar");
     let size = 2 * 1024 * 1024 + 5;
     std::fs::write(&archive, vec![0u8; size]).expect("write");
-    let out = ok(&huskctl(&d.sock, &["import", archive.to_str().expect("utf-8")], None).await);
+    let out = d.ok(&["import", archive.to_str().expect("utf-8")]).await;
     assert_eq!(
         out,
         format!("Imported example.com/a:v1\nImported sha256:{size}-bytes-in-3\n")
     );
 
-    let out = ok(&huskctl(&d.sock, &["import", "-q", "-"], Some(&[1u8; 10])).await);
+    let out = d.ok_with_input(&["import", "-q", "-"], &[1u8; 10]).await;
     assert_eq!(out, "example.com/a:v1\nsha256:10-bytes-in-1\n");
 
-    let err = failed(&huskctl(&d.sock, &["import", "/nonexistent.tar"], None).await);
+    let err = d.fails(&["import", "/nonexistent.tar"]).await;
     assert_eq!(
         err,
         "huskctl: cannot open /nonexistent.tar: No such file or directory (os error 2)\n"
@@ -435,12 +347,9 @@ async fn import_streams_chunks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_pull_reports_json() {
     let d = start(true).await;
-    let out = ok(&huskctl(
-        &d.sock,
-        &["bench", "pull", "-n", "2", "-o", "json", "x:1"],
-        None,
-    )
-    .await);
+    let out = d
+        .ok(&["bench", "pull", "-n", "2", "-o", "json", "x:1"])
+        .await;
     let report: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(report["benchmark"], "pull");
     assert_eq!(report["runs"].as_array().map(Vec::len), Some(2));
@@ -451,7 +360,7 @@ async fn bench_pull_reports_json() {
         "{out}"
     );
 
-    let out = ok(&huskctl(&d.sock, &["bench", "pull", "--count", "1", "x:1"], None).await);
+    let out = d.ok(&["bench", "pull", "--count", "1", "x:1"]).await;
     assert!(out.starts_with("run 1: "), "{out}");
     assert!(out.contains("1 already present: not a cold pull"), "{out}");
     assert!(out.contains("\nseconds: mean "), "{out}");

@@ -3,34 +3,34 @@
 //! writes container logs in the CRI format and records every request it gets.
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
-use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use common::{Recorder, Records, Reply, cells, json, labels_match};
 use k8s_cri::v1::*;
-use serde::Serialize;
 use serde_json::Value;
-use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[derive(Default)]
 struct State {
     pods: Vec<(PodSandbox, PodSandboxConfig)>,
     containers: Vec<(Container, String)>,
     images: Vec<String>,
-    requests: Vec<(String, Value)>,
     next: usize,
 }
 
 #[derive(Clone, Default)]
-struct Fake(Arc<Mutex<State>>);
+struct Fake {
+    state: Arc<Mutex<State>>,
+    calls: Recorder,
+}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().expect("time")
@@ -51,40 +51,15 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).expect("write log");
 }
 
-fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+impl Records for Fake {
+    fn recorder(&self) -> &Recorder {
+        &self.calls
+    }
 }
 
 impl Fake {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().expect("lock")
-    }
-
-    fn record<T: Serialize>(&self, rpc: &str, request: &T) {
-        let value = serde_json::to_value(request).expect("serialize request");
-        self.state().requests.push((rpc.to_string(), value));
-    }
-
-    /// The requests made to `rpc`, oldest first.
-    fn requests(&self, rpc: &str) -> Vec<Value> {
-        self.state()
-            .requests
-            .iter()
-            .filter(|(r, _)| r == rpc)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn rpcs(&self) -> Vec<String> {
-        self.state()
-            .requests
-            .iter()
-            .map(|(r, _)| r.clone())
-            .collect()
-    }
-
-    fn clear_requests(&self) {
-        self.state().requests.clear();
+        self.state.lock().expect("lock")
     }
 
     fn new_id(&self, prefix: char) -> String {
@@ -120,16 +95,8 @@ impl Fake {
     }
 }
 
-fn unimplemented<T>(rpc: &str) -> Reply<T> {
-    Err(Status::unimplemented(format!("{rpc} is not implemented")))
-}
-
 #[tonic::async_trait]
-impl RuntimeService for Fake {
-    async fn version(&self, _: Request<VersionRequest>) -> Reply<VersionResponse> {
-        unimplemented("Version")
-    }
-
+impl common::FakeRuntime for Fake {
     async fn run_pod_sandbox(
         &self,
         r: Request<RunPodSandboxRequest>,
@@ -377,20 +344,6 @@ impl RuntimeService for Fake {
         }))
     }
 
-    async fn update_container_resources(
-        &self,
-        _: Request<UpdateContainerResourcesRequest>,
-    ) -> Reply<UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
-    }
-
-    async fn reopen_container_log(
-        &self,
-        _: Request<ReopenContainerLogRequest>,
-    ) -> Reply<ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
-    }
-
     async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
         let r = r.into_inner();
         self.record("ExecSync", &r);
@@ -409,102 +362,10 @@ impl RuntimeService for Fake {
         };
         Ok(Response::new(response))
     }
-
-    async fn exec(&self, _: Request<ExecRequest>) -> Reply<ExecResponse> {
-        unimplemented("Exec")
-    }
-
-    async fn attach(&self, _: Request<AttachRequest>) -> Reply<AttachResponse> {
-        unimplemented("Attach")
-    }
-
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
-        unimplemented("PortForward")
-    }
-
-    async fn container_stats(
-        &self,
-        _: Request<ContainerStatsRequest>,
-    ) -> Reply<ContainerStatsResponse> {
-        unimplemented("ContainerStats")
-    }
-
-    async fn list_container_stats(
-        &self,
-        _: Request<ListContainerStatsRequest>,
-    ) -> Reply<ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        _: Request<PodSandboxStatsRequest>,
-    ) -> Reply<PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
-    }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        _: Request<ListPodSandboxStatsRequest>,
-    ) -> Reply<ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
-    }
-
-    async fn update_runtime_config(
-        &self,
-        _: Request<UpdateRuntimeConfigRequest>,
-    ) -> Reply<UpdateRuntimeConfigResponse> {
-        unimplemented("UpdateRuntimeConfig")
-    }
-
-    async fn status(&self, _: Request<StatusRequest>) -> Reply<StatusResponse> {
-        unimplemented("Status")
-    }
-
-    async fn checkpoint_container(
-        &self,
-        _: Request<CheckpointContainerRequest>,
-    ) -> Reply<CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
-    }
-
-    type GetContainerEventsStream = futures::stream::Empty<Result<ContainerEventResponse, Status>>;
-
-    async fn get_container_events(
-        &self,
-        _: Request<GetEventsRequest>,
-    ) -> Reply<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
-    }
-
-    async fn list_metric_descriptors(
-        &self,
-        _: Request<ListMetricDescriptorsRequest>,
-    ) -> Reply<ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
-    }
-
-    async fn list_pod_sandbox_metrics(
-        &self,
-        _: Request<ListPodSandboxMetricsRequest>,
-    ) -> Reply<ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
-    }
-
-    async fn runtime_config(
-        &self,
-        _: Request<RuntimeConfigRequest>,
-    ) -> Reply<RuntimeConfigResponse> {
-        unimplemented("RuntimeConfig")
-    }
 }
 
 #[tonic::async_trait]
-impl ImageService for Fake {
-    async fn list_images(&self, _: Request<ListImagesRequest>) -> Reply<ListImagesResponse> {
-        unimplemented("ListImages")
-    }
-
+impl common::FakeImages for Fake {
     async fn image_status(&self, r: Request<ImageStatusRequest>) -> Reply<ImageStatusResponse> {
         let r = r.into_inner();
         self.record("ImageStatus", &r);
@@ -529,62 +390,31 @@ impl ImageService for Fake {
             image_ref: "sha256:0123".into(),
         }))
     }
-
-    async fn remove_image(&self, _: Request<RemoveImageRequest>) -> Reply<RemoveImageResponse> {
-        unimplemented("RemoveImage")
-    }
-
-    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Reply<ImageFsInfoResponse> {
-        unimplemented("ImageFsInfo")
-    }
 }
 
 /// A fake huskd in a temp dir (which also holds the configs and logs) until dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-    sock: PathBuf,
-    fake: Fake,
-    server: tokio::task::JoinHandle<()>,
-}
+type Daemon = common::Daemon<Fake>;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.server.abort();
+/// A fake huskd with or without the RuntimeService (the ImageService is always served).
+async fn start(with_runtime: bool) -> Daemon {
+    let fake = Fake::default();
+    let mut routes = Routes::new(common::image_service(fake.clone()));
+    if with_runtime {
+        routes = routes.add_service(common::runtime_service(fake.clone()));
     }
+    Daemon::start(fake, routes)
 }
 
 impl Daemon {
-    async fn start(with_runtime: bool) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("husk.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let fake = Fake::default();
-        let router = tonic::transport::Server::builder()
-            .add_service(ImageServiceServer::new(fake.clone()))
-            .add_optional_service(with_runtime.then(|| RuntimeServiceServer::new(fake.clone())));
-        let server = tokio::spawn(async move {
-            router
-                .serve_with_incoming(UnixListenerStream::new(listener))
-                .await
-                .expect("serve");
-        });
-        Daemon {
-            dir,
-            sock,
-            fake,
-            server,
-        }
-    }
-
     /// Writes a file in the temp dir; returns its path as a string.
     fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
+        let path = self.dir().join(name);
         std::fs::write(&path, text).expect("write file");
         path.display().to_string()
     }
 
     fn logs_dir(&self) -> String {
-        self.dir.path().join("logs").display().to_string()
+        self.dir().join("logs").display().to_string()
     }
 
     /// A pod config in crictl's snake_case JSON.
@@ -608,42 +438,6 @@ impl Daemon {
         self.file(&format!("{name}.yaml"), &text)
     }
 
-    async fn huskctl(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_huskctl"))
-            .arg("-r")
-            .arg(&self.sock)
-            .args(args)
-            .env_remove("HUSK_ENDPOINT")
-            .env_remove("CONTAINER_RUNTIME_ENDPOINT")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run huskctl")
-    }
-
-    /// Runs huskctl, expecting success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.huskctl(args).await;
-        assert!(
-            out.status.success(),
-            "huskctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs huskctl, expecting exit status 1; returns stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.huskctl(args).await;
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "huskctl {args:?}: stdout {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
     /// `runp` + `create` + `start`; returns (pod ID, container ID).
     async fn running_container(&self, name: &str) -> (String, String) {
         std::fs::create_dir_all(self.logs_dir()).expect("logs dir");
@@ -660,21 +454,9 @@ impl Daemon {
     }
 }
 
-/// Table cells: columns are at least 3 spaces apart, cells never hold 3 spaces.
-fn cells(line: &str) -> Vec<&str> {
-    line.split("   ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect()
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runp_pods_inspectp_stopp_rmp() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     // camelCase YAML, enum names, a label key that must stay as written.
     let config = d.file(
         "pod.yaml",
@@ -792,7 +574,7 @@ async fn runp_pods_inspectp_stopp_rmp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_start_ps_inspect_stop_rm() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     std::fs::create_dir_all(d.logs_dir()).expect("logs dir");
     let pod_config = d.pod_json("busybox-sandbox");
     let pod = d.ok(&["runp", &pod_config]).await.trim().to_string();
@@ -934,7 +716,7 @@ async fn create_start_ps_inspect_stop_rm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_split_streams() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     let (_, ctr) = d.running_container("busybox").await;
 
     let out = d.huskctl(&["logs", &ctr]).await;
@@ -971,14 +753,12 @@ async fn logs_split_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_until_the_container_exits() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     let (_, ctr) = d.running_container("busybox").await;
     let log = Path::new(&d.logs_dir()).join("busybox.log");
 
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_huskctl"))
-        .arg("-r")
-        .arg(&d.sock)
-        .args(["logs", "-f", "--tail", "1", &ctr])
+    let child = d
+        .command(&["logs", "-f", "--tail", "1", &ctr])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1012,7 +792,7 @@ async fn logs_follow_until_the_container_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_passes_output_and_exit_code() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     let (_, ctr) = d.running_container("busybox").await;
 
     let out = d.ok(&["exec", "-s", &ctr, "sh", "-c", "echo hi"]).await;
@@ -1031,16 +811,15 @@ async fn exec_passes_output_and_exit_code() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "partial output\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "boom\n");
 
+    // -i/-t stream through the CRI Exec RPC, which this fake does not serve
+    // (tests/stream_cli.rs covers the streaming itself).
     let err = d.fails(&["exec", "-it", &ctr, "sh"]).await;
-    assert!(
-        err.contains("interactive exec (-i/-t) is not supported yet"),
-        "{err}"
-    );
+    assert!(err.contains("huskd does not implement Exec"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_pulls_runs_creates_starts() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     std::fs::create_dir_all(d.logs_dir()).expect("logs dir");
     let pod_config = d.pod_json("run-sandbox");
     let config = d.container_yaml("app", "busybox");
@@ -1083,7 +862,7 @@ async fn run_pulls_runs_creates_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_and_examples() {
-    let d = Daemon::start(true).await;
+    let d = start(true).await;
     let bad = d.file(
         "bad.json",
         r#"{"metadata": {"name": "x", "attempt": "one"}}"#,
@@ -1132,7 +911,7 @@ async fn config_errors_and_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unimplemented_runtime_is_named() {
-    let d = Daemon::start(false).await;
+    let d = start(false).await;
     let err = d.fails(&["ps"]).await;
     assert_eq!(err, "huskctl: huskd does not implement ListContainers\n");
     let err = d.fails(&["stopp", "x"]).await;

@@ -3,21 +3,16 @@
 //! request it gets.
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::pin::Pin;
-use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
-use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use common::{EventStream, Recorder, Records, Reply, cells, labels_match};
 use k8s_cri::v1::*;
-use serde::Serialize;
 use serde_json::{Value, json};
-use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[derive(Default)]
 struct State {
@@ -26,138 +21,28 @@ struct State {
     events: Vec<ContainerEventResponse>,
     /// Ends the event stream with this error instead of cleanly.
     events_error: Option<Status>,
-    requests: Vec<(String, Value)>,
 }
 
 #[derive(Clone, Default)]
-struct Fake(Arc<Mutex<State>>);
+struct Fake {
+    state: Arc<Mutex<State>>,
+    calls: Recorder,
+}
 
 impl Fake {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().expect("lock")
-    }
-
-    fn record<T: Serialize>(&self, rpc: &str, request: &T) {
-        let value = serde_json::to_value(request).expect("serialize request");
-        self.state().requests.push((rpc.to_string(), value));
-    }
-
-    /// The requests made to `rpc`, oldest first.
-    fn requests(&self, rpc: &str) -> Vec<Value> {
-        self.state()
-            .requests
-            .iter()
-            .filter(|(r, _)| r == rpc)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn rpcs(&self) -> Vec<String> {
-        self.state()
-            .requests
-            .iter()
-            .map(|(r, _)| r.clone())
-            .collect()
-    }
-
-    fn clear_requests(&self) {
-        self.state().requests.clear();
+        self.state.lock().expect("lock")
     }
 }
 
-fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+impl Records for Fake {
+    fn recorder(&self) -> &Recorder {
+        &self.calls
+    }
 }
-
-fn unimplemented<T>(rpc: &str) -> Reply<T> {
-    Err(Status::unimplemented(format!("{rpc} is not implemented")))
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl RuntimeService for Fake {
-    async fn version(&self, _: Request<VersionRequest>) -> Reply<VersionResponse> {
-        unimplemented("Version")
-    }
-
-    async fn run_pod_sandbox(
-        &self,
-        _: Request<RunPodSandboxRequest>,
-    ) -> Reply<RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
-    }
-
-    async fn stop_pod_sandbox(
-        &self,
-        _: Request<StopPodSandboxRequest>,
-    ) -> Reply<StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
-    }
-
-    async fn remove_pod_sandbox(
-        &self,
-        _: Request<RemovePodSandboxRequest>,
-    ) -> Reply<RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
-    }
-
-    async fn pod_sandbox_status(
-        &self,
-        _: Request<PodSandboxStatusRequest>,
-    ) -> Reply<PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
-    }
-
-    async fn list_pod_sandbox(
-        &self,
-        _: Request<ListPodSandboxRequest>,
-    ) -> Reply<ListPodSandboxResponse> {
-        unimplemented("ListPodSandbox")
-    }
-
-    async fn create_container(
-        &self,
-        _: Request<CreateContainerRequest>,
-    ) -> Reply<CreateContainerResponse> {
-        unimplemented("CreateContainer")
-    }
-
-    async fn start_container(
-        &self,
-        _: Request<StartContainerRequest>,
-    ) -> Reply<StartContainerResponse> {
-        unimplemented("StartContainer")
-    }
-
-    async fn stop_container(
-        &self,
-        _: Request<StopContainerRequest>,
-    ) -> Reply<StopContainerResponse> {
-        unimplemented("StopContainer")
-    }
-
-    async fn remove_container(
-        &self,
-        _: Request<RemoveContainerRequest>,
-    ) -> Reply<RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
-    }
-
-    async fn list_containers(
-        &self,
-        _: Request<ListContainersRequest>,
-    ) -> Reply<ListContainersResponse> {
-        unimplemented("ListContainers")
-    }
-
-    async fn container_status(
-        &self,
-        _: Request<ContainerStatusRequest>,
-    ) -> Reply<ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
-    }
-
+impl common::FakeRuntime for Fake {
     async fn update_container_resources(
         &self,
         r: Request<UpdateContainerResourcesRequest>,
@@ -176,29 +61,6 @@ impl RuntimeService for Fake {
             )));
         }
         Ok(Response::new(UpdateContainerResourcesResponse {}))
-    }
-
-    async fn reopen_container_log(
-        &self,
-        _: Request<ReopenContainerLogRequest>,
-    ) -> Reply<ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
-    }
-
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Reply<ExecSyncResponse> {
-        unimplemented("ExecSync")
-    }
-
-    async fn exec(&self, _: Request<ExecRequest>) -> Reply<ExecResponse> {
-        unimplemented("Exec")
-    }
-
-    async fn attach(&self, _: Request<AttachRequest>) -> Reply<AttachResponse> {
-        unimplemented("Attach")
-    }
-
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Reply<PortForwardResponse> {
-        unimplemented("PortForward")
     }
 
     async fn container_stats(
@@ -305,30 +167,7 @@ impl RuntimeService for Fake {
         Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
-    async fn update_runtime_config(
-        &self,
-        _: Request<UpdateRuntimeConfigRequest>,
-    ) -> Reply<UpdateRuntimeConfigResponse> {
-        unimplemented("UpdateRuntimeConfig")
-    }
-
-    async fn status(&self, _: Request<StatusRequest>) -> Reply<StatusResponse> {
-        unimplemented("Status")
-    }
-
-    async fn checkpoint_container(
-        &self,
-        _: Request<CheckpointContainerRequest>,
-    ) -> Reply<CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
-    }
-
-    type GetContainerEventsStream = EventStream;
-
-    async fn get_container_events(
-        &self,
-        r: Request<GetEventsRequest>,
-    ) -> Reply<Self::GetContainerEventsStream> {
+    async fn get_container_events(&self, r: Request<GetEventsRequest>) -> Reply<EventStream> {
         self.record("GetContainerEvents", &r.into_inner());
         let state = self.state();
         let events: Vec<_> = state.events.iter().cloned().map(Ok).collect();
@@ -337,114 +176,14 @@ impl RuntimeService for Fake {
             events.into_iter().chain(tail),
         ))))
     }
-
-    async fn list_metric_descriptors(
-        &self,
-        _: Request<ListMetricDescriptorsRequest>,
-    ) -> Reply<ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
-    }
-
-    async fn list_pod_sandbox_metrics(
-        &self,
-        _: Request<ListPodSandboxMetricsRequest>,
-    ) -> Reply<ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
-    }
-
-    async fn runtime_config(
-        &self,
-        _: Request<RuntimeConfigRequest>,
-    ) -> Reply<RuntimeConfigResponse> {
-        unimplemented("RuntimeConfig")
-    }
 }
 
-/// A fake huskd in a temp dir until dropped.
-struct Daemon {
-    _dir: tempfile::TempDir,
-    sock: PathBuf,
-    fake: Fake,
-    server: tokio::task::JoinHandle<()>,
-}
+type Daemon = common::Daemon<Fake>;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-impl Daemon {
-    async fn start(fake: Fake) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("husk.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let router = tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(fake.clone()));
-        let server = tokio::spawn(async move {
-            router
-                .serve_with_incoming(UnixListenerStream::new(listener))
-                .await
-                .expect("serve");
-        });
-        Daemon {
-            _dir: dir,
-            sock,
-            fake,
-            server,
-        }
-    }
-
-    async fn huskctl(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_huskctl"))
-            .arg("-r")
-            .arg(&self.sock)
-            .args(args)
-            .env_remove("HUSK_ENDPOINT")
-            .env_remove("CONTAINER_RUNTIME_ENDPOINT")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run huskctl")
-    }
-
-    /// Runs huskctl, expecting success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.huskctl(args).await;
-        assert!(
-            out.status.success(),
-            "huskctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs huskctl, expecting exit status 1; returns (stdout, stderr).
-    async fn fails(&self, args: &[&str]) -> (String, String) {
-        let out = self.huskctl(args).await;
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "huskctl {args:?}: stdout {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-/// Table cells: columns are at least 3 spaces apart, cells never hold 3 spaces.
-fn cells(line: &str) -> Vec<&str> {
-    line.split("   ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect()
-}
-
-fn json_doc(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+/// A fake huskd serving `fake` as its RuntimeService.
+async fn start(fake: Fake) -> Daemon {
+    let routes = Routes::new(common::runtime_service(fake.clone()));
+    Daemon::start(fake, routes)
 }
 
 const WEB: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
@@ -544,7 +283,7 @@ fn fake() -> Fake {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_lists_filters_and_renders() {
-    let d = Daemon::start(fake()).await;
+    let d = start(fake()).await;
 
     // Default: ListContainerStats with an empty filter; only the busy container shows.
     let out = d.ok(&["stats"]).await;
@@ -595,7 +334,7 @@ async fn stats_lists_filters_and_renders() {
         d.fake.requests("ContainerStats"),
         [json!({"container_id": WEB}), json!({"container_id": IDLE})]
     );
-    let doc = json_doc(&out);
+    let doc = common::json(&out);
     let stats = doc["stats"].as_array().expect("stats array");
     assert_eq!(stats.len(), 2);
     assert_eq!(stats[0]["attributes"]["id"], WEB);
@@ -612,13 +351,13 @@ async fn stats_lists_filters_and_renders() {
     assert_eq!(doc["stats"].as_array().map(Vec::len), Some(1));
 
     // Unknown ID: huskd's message, exit 1.
-    let (_, err) = d.fails(&["stats", "nope"]).await;
+    let err = d.fails(&["stats", "nope"]).await;
     assert!(err.contains("container \"nope\" not found"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statsp_lists_filters_and_renders() {
-    let d = Daemon::start(fake()).await;
+    let d = start(fake()).await;
 
     let out = d.ok(&["statsp"]).await;
     let lines: Vec<_> = out.lines().collect();
@@ -661,7 +400,7 @@ async fn statsp_lists_filters_and_renders() {
         d.fake.requests("PodSandboxStats"),
         [json!({"pod_sandbox_id": POD})]
     );
-    let doc = json_doc(&out);
+    let doc = common::json(&out);
     assert_eq!(doc["stats"][0]["attributes"]["id"], POD);
     assert_eq!(
         doc["stats"][0]["linux"]["network"]["default_interface"]["rx_bytes"]["value"],
@@ -674,13 +413,13 @@ async fn statsp_lists_filters_and_renders() {
         Some(2)
     );
 
-    let (_, err) = d.fails(&["statsp", "nope"]).await;
+    let err = d.fails(&["statsp", "nope"]).await;
     assert!(err.contains("pod sandbox \"nope\" not found"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_sends_linux_resources() {
-    let d = Daemon::start(fake()).await;
+    let d = start(fake()).await;
 
     let out = d
         .ok(&[
@@ -729,7 +468,9 @@ async fn update_sends_linux_resources() {
 
     // An unknown ID fails, the others are still updated.
     d.fake.clear_requests();
-    let (out, err) = d.fails(&["update", "nope", WEB, "--cpu-shares", "2"]).await;
+    let (out, err) = d
+        .fails_with_output(&["update", "nope", WEB, "--cpu-shares", "2"])
+        .await;
     assert_eq!(out, format!("{WEB}\n"));
     assert!(err.contains("container \"nope\" not found"), "{err}");
     assert_eq!(d.fake.requests("UpdateContainerResources").len(), 2);
@@ -784,7 +525,7 @@ async fn events_print_until_the_stream_ends() {
             1_700_000_063 * s,
         ),
     ];
-    let d = Daemon::start(fake).await;
+    let d = start(fake).await;
 
     let out = d.ok(&["events"]).await;
     assert_eq!(
@@ -799,7 +540,7 @@ async fn events_print_until_the_stream_ends() {
     assert_eq!(d.fake.requests("GetContainerEvents"), [json!({})]);
 
     let out = d.ok(&["events", "-o", "json"]).await;
-    let docs: Vec<Value> = out.lines().map(json_doc).collect();
+    let docs: Vec<Value> = out.lines().map(common::json).collect();
     assert_eq!(docs.len(), 4, "{out}");
     assert_eq!(docs[0]["container_event_type"], "CONTAINER_CREATED_EVENT");
     assert_eq!(docs[2]["container_event_type"], "CONTAINER_STOPPED_EVENT");
@@ -809,7 +550,7 @@ async fn events_print_until_the_stream_ends() {
 
     // A broken stream: the events so far are printed, then the error, exit 1.
     d.fake.state().events_error = Some(Status::internal("event bus closed"));
-    let (out, err) = d.fails(&["events"]).await;
+    let (out, err) = d.fails_with_output(&["events"]).await;
     assert_eq!(out.lines().count(), 4, "{out}");
     assert!(err.contains("event bus closed"), "{err}");
     assert!(err.contains("GetContainerEvents"), "{err}");

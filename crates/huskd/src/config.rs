@@ -31,6 +31,51 @@ pub struct Config {
     pub cgroup_driver: String,
     /// The `husk-monitor` binary; default: next to `huskd`, else from PATH.
     pub monitor_path: Option<PathBuf>,
+    /// The streaming server (exec, attach, port-forward).
+    pub stream: StreamConfig,
+    /// The Prometheus `/metrics` endpoint; off unless `address` is set.
+    pub metrics: MetricsConfig,
+}
+
+/// The streaming server's settings (containerd's `stream_server_*` and `enable_tls`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// The IP address to listen on.
+    pub address: String,
+    /// The TCP port; 0 picks a free one.
+    pub port: u16,
+    /// Serve HTTPS; without cert and key files, with a self-signed certificate.
+    pub enable_tls: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            enable_tls: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// The Prometheus endpoint (`[metrics]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `IP:port` serving `GET /metrics`, e.g. `127.0.0.1:9090`; absent: no endpoint.
+    pub address: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The endpoint's address, when configured and valid (see [`Config::validate`]).
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.address.as_deref().and_then(|a| a.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +130,8 @@ impl Default for Config {
             default_runtime: None,
             cgroup_driver: "cgroupfs".into(),
             monitor_path: None,
+            stream: StreamConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -170,6 +217,26 @@ impl Config {
                     p.display().to_string()
                 );
             }
+        }
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            bail!(
+                "stream.address = {:?}: not an IP address",
+                self.stream.address
+            );
+        }
+        match (&self.stream.tls_cert_file, &self.stream.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("stream.tls_cert_file and stream.tls_key_file go together")
+            }
+            (Some(_), Some(_)) if !self.stream.enable_tls => {
+                bail!("stream.tls_cert_file is set but stream.enable_tls is false")
+            }
+            _ => {}
+        }
+        if let Some(a) = &self.metrics.address
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            bail!("metrics.address = {a:?}: not an IP address and port (e.g. \"127.0.0.1:9090\")");
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             bail!(
@@ -307,6 +374,56 @@ default_runtime = "runc"
         assert!(c.validate().unwrap_err().to_string().contains("root"));
         let c = Config::parse("default_runtime = \"kata\"", &p()).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("kata"));
+    }
+
+    #[test]
+    fn stream_settings_are_checked() {
+        let c = Config::parse("[stream]\naddress = \"0.0.0.0\"\nport = 10010", &p()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.stream.port, 10010);
+        let c = Config::parse("[stream]\naddress = \"localhost\"", &p()).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("stream.address"), "{e}");
+        let c = Config::parse(
+            "[stream]\nenable_tls = true\ntls_cert_file = \"/c.pem\"",
+            &p(),
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_key_file"), "{e}");
+        let e = Config::parse("[stream]\nport = 70000", &p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
+        let e = Config::parse("[stream]\nstream_idle = 1", &p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream_idle"), "{e}");
+    }
+
+    #[test]
+    fn metrics_address_is_optional_and_checked() {
+        assert_eq!(Config::default().metrics.socket_addr(), None);
+        let c = Config::parse("[metrics]\n", &p()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.metrics.socket_addr(), None);
+        let c = Config::parse("[metrics]\naddress = \"127.0.0.1:9090\"", &p()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.metrics.socket_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let c = Config::parse("[metrics]\naddress = \"[::1]:9090\"", &p()).unwrap();
+        c.validate().unwrap();
+        for bad in ["localhost:9090", "127.0.0.1", "127.0.0.1:99999", ""] {
+            let c = Config::parse(&format!("[metrics]\naddress = {bad:?}"), &p()).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("metrics.address"), "{bad}: {e}");
+        }
+        let e = Config::parse("[metrics]\nadress = \"127.0.0.1:9090\"", &p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("adress"), "{e}");
     }
 
     #[test]

@@ -106,6 +106,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if sock_dir != cfg.state_dir {
         mkdir(sock_dir, 0o700)?;
     }
+    // The Prometheus endpoint is bound first (a taken address stops huskd at once) and
+    // recording starts before recovery, which may find OOM kills.
+    let metrics = match cfg.metrics.socket_addr() {
+        Some(addr) => Some((
+            husk_telemetry::bind(addr)
+                .await
+                .context("metrics.address")?,
+            husk_telemetry::install(),
+        )),
+        None => None,
+    };
     let runtime_name = cfg.default_runtime_name();
     let runtime_path = cfg
         .runtimes
@@ -138,7 +149,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("recovering pods and containers")?;
     spawn_reaper(&cfg);
+    if let Some((endpoint, m)) = metrics {
+        serve_metrics(endpoint, m, &engine);
+    }
+    let streaming = start_streaming(&cfg, engine.clone())?;
     let services = Services {
+        streaming,
         engine,
         images,
         info: Arc::new(DaemonInfo {
@@ -206,6 +222,51 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds the streaming server (exec, attach, port-forward) and serves it in the background.
+fn start_streaming(cfg: &Config, engine: Arc<Engine>) -> anyhow::Result<husk_streaming::Server> {
+    let ip: std::net::IpAddr = cfg.stream.address.parse().context("stream.address")?;
+    let tls = if cfg.stream.enable_tls {
+        let (cert, key) = match (&cfg.stream.tls_cert_file, &cfg.stream.tls_key_file) {
+            (Some(c), Some(k)) => (
+                std::fs::read(c)
+                    .with_context(|| format!("stream.tls_cert_file {}", c.display()))?,
+                std::fs::read(k).with_context(|| format!("stream.tls_key_file {}", k.display()))?,
+            ),
+            // As containerd: without files, a self-signed certificate for this host.
+            _ => {
+                let mut names = vec!["localhost".to_string(), ip.to_string()];
+                if let Ok(h) = rustix::system::uname().nodename().to_str() {
+                    names.push(h.to_string());
+                }
+                let c = rcgen::generate_simple_self_signed(names)
+                    .context("generating the streaming server's certificate")?;
+                (
+                    c.cert.pem().into_bytes(),
+                    c.key_pair.serialize_pem().into_bytes(),
+                )
+            }
+        };
+        Some(husk_streaming::tls_config(&cert, &key).context("stream TLS")?)
+    } else {
+        None
+    };
+    let scfg = husk_streaming::Config {
+        addr: std::net::SocketAddr::new(ip, cfg.stream.port),
+        tls,
+        ..Default::default()
+    };
+    let server = husk_streaming::Server::new(scfg, husk_server::EngineBackend::new(engine))
+        .context("starting the streaming server")?;
+    tracing::info!(addr = %server.addr(), tls = cfg.stream.enable_tls, "streaming server bound");
+    let s = server.clone();
+    tokio::spawn(async move {
+        if let Err(e) = s.serve().await {
+            tracing::error!(error = %e, "streaming server stopped");
+        }
+    });
+    Ok(server)
+}
+
 /// The engine's settings from the daemon's config.
 fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineConfig> {
     let mut runtimes = std::collections::BTreeMap::new();
@@ -258,6 +319,40 @@ fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineCo
         host_resolv_conf: "/etc/resolv.conf".into(),
         shm_size: 64 << 20,
     })
+}
+
+/// Serves `/metrics`, with container and pod counts taken from the engine at scrape time.
+fn serve_metrics(
+    endpoint: husk_telemetry::Endpoint,
+    metrics: Arc<husk_telemetry::Metrics>,
+    engine: &Arc<Engine>,
+) {
+    use husk_engine::container::{ContainerFilter, ContainerState};
+    use husk_engine::sandbox::{SandboxFilter, SandboxState};
+    let engine = Arc::downgrade(engine);
+    metrics.set_state_source(move || {
+        let mut n = husk_telemetry::StateCounts::default();
+        let Some(engine) = engine.upgrade() else {
+            return n;
+        };
+        for c in engine.list_containers(&ContainerFilter::default()) {
+            *match c.state {
+                ContainerState::Created => &mut n.containers_created,
+                ContainerState::Running => &mut n.containers_running,
+                ContainerState::Exited => &mut n.containers_exited,
+                ContainerState::Unknown => &mut n.containers_unknown,
+            } += 1;
+        }
+        for s in engine.list_pod_sandboxes(&SandboxFilter::default()) {
+            *match s.state {
+                SandboxState::Ready => &mut n.sandboxes_ready,
+                SandboxState::NotReady => &mut n.sandboxes_notready,
+            } += 1;
+        }
+        n
+    });
+    tracing::info!(address = %endpoint.local_addr(), "metrics endpoint serving /metrics");
+    tokio::spawn(endpoint.serve(metrics));
 }
 
 /// As a child subreaper we inherit orphans (e.g. processes of a container whose monitor died):

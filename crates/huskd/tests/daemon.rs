@@ -1,4 +1,4 @@
-//! The daemon itself: Version, Status, UNIMPLEMENTED naming the RPC, socket permissions,
+//! The daemon itself: Version, Status, every RPC served (bad requests named), socket permissions,
 //! clean shutdown, restart with state kept, config errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,7 +13,7 @@ use k8s_cri::v1 as cri;
 use tonic::Code;
 
 #[tokio::test]
-async fn version_status_and_unimplemented_rpcs() {
+async fn version_status_and_bad_requests() {
     let h = huskd();
     let mut rt = h.runtime_client().await.unwrap();
     let v = rt
@@ -65,16 +65,13 @@ async fn version_status_and_unimplemented_rpcs() {
     let cfg: serde_json::Value = serde_json::from_str(&st.info["config"]).unwrap();
     assert_eq!(cfg["root"], h.root_dir().display().to_string());
 
+    // Every RPC is served: empty requests get InvalidArgument naming the missing field.
     let err = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("CheckpointContainer"),
-        "{}",
-        err.message()
-    );
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("container_id"), "{}", err.message());
     let d = rt
         .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
         .await
@@ -86,8 +83,18 @@ async fn version_status_and_unimplemented_rpcs() {
             .any(|m| m.name == "container_memory_working_set_bytes")
     );
     let err = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Exec"));
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("container_id"), "{}", err.message());
+    let err = rt
+        .port_forward(cri::PortForwardRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("pod_sandbox_id"),
+        "{}",
+        err.message()
+    );
     let rc = rt
         .runtime_config(cri::RuntimeConfigRequest {})
         .await

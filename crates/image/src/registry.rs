@@ -561,6 +561,7 @@ async fn read_manifest_body(resp: reqwest::Response, what: &str) -> Result<(Stri
             host: what.to_string(),
             message: error_chain(&e),
         })?;
+    husk_telemetry::record_pull_bytes(body.len() as u64);
     Ok((mt, body))
 }
 

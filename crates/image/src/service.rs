@@ -272,6 +272,7 @@ impl ImageService {
                 source,
             })?;
         let progress = progress.as_ref();
+        let timer = husk_telemetry::pull_timer();
         // Pulls of the same reference share the work: the second finds everything present.
         let _pull = self.pull_locks.lock(r.to_string()).await;
         let _gc = self.gc_lock.read().await;
@@ -361,6 +362,7 @@ impl ImageService {
             )
             .await?;
         tracing::info!(reference = %r, image = %rec.id, size, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+        timer.succeeded();
         Ok(PullResult {
             image: rec,
             image_ref,
@@ -436,6 +438,7 @@ impl ImageService {
                 host,
                 message: crate::registry::error_chain(&e),
             })?;
+        husk_telemetry::record_pull_bytes(data.len() as u64);
         if data.len() as u64 != size {
             return Err(ImageError::SizeMismatch {
                 digest: d.clone(),
@@ -574,6 +577,7 @@ impl ImageService {
             match chunk {
                 Ok(c) => {
                     done += c.len() as u64;
+                    husk_telemetry::record_pull_bytes(c.len() as u64);
                     if tx.send(c).await.is_err() {
                         break; // writer failed; its error is reported below
                     }

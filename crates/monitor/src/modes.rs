@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use husk_oci::{ExecOpts, OciRuntime, RuntimeConfig};
-use rustix::process::{Pid, WaitOptions, waitpid};
+// `wait` (any child), never `waitpid(None)`: that one means "my process group" (wait4(0)).
+use rustix::process::{Pid, WaitOptions, wait, waitpid};
 
 /// Exit code of `exec-sync` when the runtime itself failed (its message is in `<pid-file>.error`).
 pub const RUNTIME_FAILED: u8 = 255;
@@ -73,6 +74,9 @@ pub fn exec_sync(args: &[std::ffi::OsString]) -> ExitCode {
     };
     let fail = |msg: String| {
         let _ = std::fs::write(a.pid_file.with_extension("error"), msg);
+        // A runtime that failed half way may leave children re-parented to us: reap them, or
+        // they become zombies of huskd, stuck in the container's cgroup.
+        reap_children(std::time::Duration::from_secs(2));
         ExitCode::from(RUNTIME_FAILED)
     };
     if let Err(e) = husk_sys::process::become_subreaper() {
@@ -118,11 +122,28 @@ pub fn exec_sync(args: &[std::ffi::OsString]) -> ExitCode {
                 } else {
                     continue;
                 };
+                reap_children(std::time::Duration::from_millis(200));
                 return ExitCode::from(code as u8);
             }
             Ok(None) => continue,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return fail(format!("waiting for pid {pid:?}: {e}")),
+        }
+    }
+}
+
+/// Reaps every child (all re-parented to us, the subreaper) until none is left or `limit`
+/// passed while some still live.
+fn reap_children(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match wait(WaitOptions::NOHANG) {
+            Ok(Some(_)) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
         }
     }
 }
@@ -152,13 +173,13 @@ pub fn pause() -> ExitCode {
             let sfd = match husk_sys::signalfd::SignalFd::new(&[libc_sigchld()]) {
                 Ok(s) => s,
                 Err(_) => loop {
-                    let _ = waitpid(None, WaitOptions::empty());
+                    let _ = wait(WaitOptions::empty());
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 },
             };
             loop {
                 let _ = sfd.drain();
-                while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {}
+                while let Ok(Some(_)) = wait(WaitOptions::NOHANG) {}
                 wait_readable(&sfd);
             }
         }

@@ -42,6 +42,14 @@ pub enum OciError {
     /// The runtime lacks a feature (e.g. `crun` 1.8 has no `features` command).
     #[error("runtime {runtime} does not support {what}")]
     Unsupported { runtime: String, what: &'static str },
+    /// Checkpointing cannot work here: the runtime was built without CRIU, CRIU is not installed
+    /// (or too old), or CRIU cannot run on this kernel. `reason` says which, in CRIU's words.
+    #[error("runtime {runtime} cannot checkpoint container {id:?}: {reason}")]
+    CriuUnavailable {
+        runtime: String,
+        id: String,
+        reason: String,
+    },
     /// The runtime did not finish in time; it was killed.
     #[error("runtime {runtime} {op} of container {id:?} timed out after {after:?}")]
     Timeout {

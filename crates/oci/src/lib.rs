@@ -5,7 +5,7 @@
 //! Code map:
 //! - `lib.rs`: [`RuntimeConfig`], [`OciRuntime`] (one per runtime handler), version/kind probing.
 //! - `ops.rs`: the verbs (create argv, start, state, kill, delete, pause, resume, update, exec, list,
-//!   features) and how each maps the runtime's answer.
+//!   features, checkpoint) and how each maps the runtime's answer.
 //! - `run.rs`: runs one runtime process with a deadline (poll loop, no threads).
 //! - `log.rs`: JSON/logfmt/plain log parsing and "not found"/"not running" recognition.
 //! - `state.rs`, `features.rs`, `error.rs`: the data types.
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use error::OciError;
 pub use features::Features;
-pub use ops::ExecOpts;
+pub use ops::{CheckpointOpts, ExecOpts};
 pub use state::{State, Status};
 
 /// How long one runtime call may take before it is killed.

@@ -5,12 +5,32 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::log::{self, Verdict};
 use crate::run::{self, RunError};
 use crate::state::{parse_list, parse_state};
 use crate::{Features, OciError, OciRuntime, State};
+
+/// How a `checkpoint` is done: the flags runc and crun share (after Podman's and CRI-O's use).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointOpts {
+    /// Where CRIU writes its images (`--image-path`); created if missing.
+    pub image_path: PathBuf,
+    /// Where CRIU writes `dump.log` and `stats-dump` (`--work-path`); a failure is explained
+    /// from the `dump.log` found there.
+    pub work_path: PathBuf,
+    /// The container keeps running afterwards (`--leave-running`).
+    pub leave_running: bool,
+    /// Dump established TCP connections (`--tcp-established`).
+    pub tcp_established: bool,
+    /// Dump file locks (`--file-locks`).
+    pub file_locks: bool,
+    /// Allow unix sockets connected outside the container (`--ext-unix-sk`).
+    pub ext_unix_sk: bool,
+    /// Deadline of the call; `None` = the handler's configured timeout.
+    pub timeout: Option<Duration>,
+}
 
 /// How an `exec` is wired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,6 +204,35 @@ impl OciRuntime {
         })
     }
 
+    /// `checkpoint --image-path I --work-path W [--leave-running] … <id>`: CRIU images of the
+    /// container's processes. The runtime treats namespaces given by path in `config.json` as
+    /// external (runc and crun: network and pid), so a pod's pinned namespaces are not dumped.
+    ///
+    /// Failures: an unknown id is [`OciError::NotFound`], a stopped container
+    /// [`OciError::NotRunning`]; a runtime without CRIU support, a missing or too old CRIU, or a
+    /// CRIU that cannot run on this kernel is [`OciError::CriuUnavailable`]; any other failure is
+    /// [`OciError::Failed`] with CRIU's own error lines from `dump.log`.
+    pub fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<(), OciError> {
+        let mut cmd = self.bare_command();
+        cmd.args(self.global_args("/dev/stderr".as_ref()))
+            .args(checkpoint_args(id, opts));
+        let timeout = opts.timeout.unwrap_or(self.config().timeout);
+        match self.execute(cmd, "checkpoint", id, b"", timeout) {
+            Ok(_) => Ok(()),
+            Err(OciError::Failed { exit, message, .. }) => {
+                let criu_log = std::fs::read(opts.work_path.join("dump.log")).ok();
+                Err(checkpoint_failure(
+                    self.name(),
+                    id,
+                    exit,
+                    message,
+                    criu_log.as_deref(),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `list --format json`: every container under `--root`.
     pub fn list(&self) -> Result<Vec<State>, OciError> {
         let args: [&str; 3] = ["list", "--format", "json"];
@@ -238,14 +287,14 @@ impl OciRuntime {
         let mut cmd = self.bare_command();
         cmd.args(self.global_args("/dev/stderr".as_ref()))
             .args(args);
-        self.execute(cmd, op, id, input)
+        self.execute(cmd, op, id, input, self.config().timeout)
     }
 
     /// Runs the binary with just `args` (for `--version`, `features`).
     pub(crate) fn call_bare(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, OciError> {
         let mut cmd = self.bare_command();
         cmd.args(args);
-        self.execute(cmd, op, "", b"")
+        self.execute(cmd, op, "", b"", self.config().timeout)
     }
 
     fn execute(
@@ -254,9 +303,9 @@ impl OciRuntime {
         op: &'static str,
         id: &str,
         input: &[u8],
+        timeout: Duration,
     ) -> Result<Vec<u8>, OciError> {
         let started = Instant::now();
-        let timeout = self.config().timeout;
         let result = run::run(cmd, input, timeout);
         tracing::debug!(runtime = self.name(), op, container = id, elapsed = ?started.elapsed(), "oci runtime call");
         let out = result.map_err(|e| match e {
@@ -301,6 +350,120 @@ impl OciRuntime {
             message: e.to_string(),
         }
     }
+}
+
+/// The verb's argv (after the global flags).
+fn checkpoint_args(id: &str, opts: &CheckpointOpts) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["checkpoint".into()];
+    args.extend(["--image-path".into(), opts.image_path.clone().into()]);
+    args.extend(["--work-path".into(), opts.work_path.clone().into()]);
+    for (on, flag) in [
+        (opts.leave_running, "--leave-running"),
+        (opts.tcp_established, "--tcp-established"),
+        (opts.file_locks, "--file-locks"),
+        (opts.ext_unix_sk, "--ext-unix-sk"),
+    ] {
+        if on {
+            args.push(flag.into());
+        }
+    }
+    args.push(id.into());
+    args
+}
+
+/// Explains a failed `checkpoint` from the runtime's message and CRIU's `dump.log`.
+///
+/// Seen here: crun built without CRIU says `unknown command checkpoint`; runc without `criu` in
+/// its PATH says `CRIU version check failed: exec: "criu": executable file not found in $PATH`;
+/// a CRIU that does not understand the kernel fails its kernel feature detection ("kerndat"),
+/// which runc reports as `criu failed: type DUMP errno 0` and `dump.log` explains.
+fn checkpoint_failure(
+    runtime: &str,
+    id: &str,
+    exit: Option<i32>,
+    message: String,
+    criu_log: Option<&[u8]>,
+) -> OciError {
+    let lower = message.to_lowercase();
+    let unavailable = |reason: String| OciError::CriuUnavailable {
+        runtime: runtime.to_owned(),
+        id: id.to_owned(),
+        reason,
+    };
+    if ["unknown command", "no help topic", "not a valid command"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return unavailable(format!(
+            "it was built without CRIU support ({runtime}: {message})"
+        ));
+    }
+    if lower.contains("criu")
+        && [
+            "executable file not found",
+            "no such file or directory",
+            "version check failed",
+            "requires at least",
+            "too old",
+            "libcriu",
+        ]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return unavailable(format!(
+            "CRIU is not installed or too old ({runtime}: {message})"
+        ));
+    }
+    if lower.contains("cannot be checkpointed in") {
+        // runc: "Container cannot be checkpointed in stopped state"
+        return OciError::NotRunning { id: id.to_owned() };
+    }
+    let log = criu_log.map(String::from_utf8_lossy).unwrap_or_default();
+    let errors = criu_errors(&log);
+    let kernel =
+        log.contains("kernel features detection") || errors.iter().any(|e| e.contains("kerndat"));
+    if kernel {
+        return unavailable(format!(
+            "CRIU cannot run on this kernel (criu: {})",
+            errors.join("; ")
+        ));
+    }
+    // "log file: <work>/dump.log" names a file that is gone once the caller cleans up.
+    let first = message.lines().next().unwrap_or_default().trim();
+    let message = if errors.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first}; criu: {}", errors.join("; "))
+    };
+    OciError::Failed {
+        runtime: runtime.to_owned(),
+        op: "checkpoint",
+        id: id.to_owned(),
+        exit,
+        message,
+    }
+}
+
+/// CRIU's error lines (`(00.0207) Error (criu/vdso.c:381): vdso: …`) without time and source
+/// location, the last few, in order, without repeats.
+fn criu_errors(log: &str) -> Vec<String> {
+    const KEEP: usize = 6;
+    let mut out: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("Error (") else {
+            continue;
+        };
+        let text = rest
+            .split_once("): ")
+            .or_else(|| rest.split_once(") "))
+            .map_or(rest, |(_, t)| t)
+            .trim();
+        if !text.is_empty() && !out.iter().any(|e| e == text) {
+            out.push(text.to_owned());
+        }
+    }
+    let skip = out.len().saturating_sub(KEEP);
+    out.split_off(skip)
 }
 
 #[cfg(test)]
@@ -399,5 +562,123 @@ mod tests {
             !cmd.get_args()
                 .any(|a| a == "--tty" || a == "--detach" || a == "--log")
         );
+    }
+
+    #[test]
+    fn checkpoint_argv() {
+        let opts = CheckpointOpts {
+            image_path: "/w/checkpoint".into(),
+            work_path: "/w".into(),
+            leave_running: true,
+            tcp_established: true,
+            file_locks: false,
+            ext_unix_sk: true,
+            timeout: None,
+        };
+        assert_eq!(
+            strs(&checkpoint_args("c1", &opts)),
+            [
+                "checkpoint",
+                "--image-path",
+                "/w/checkpoint",
+                "--work-path",
+                "/w",
+                "--leave-running",
+                "--tcp-established",
+                "--ext-unix-sk",
+                "c1",
+            ]
+        );
+        let plain = CheckpointOpts {
+            image_path: "/i".into(),
+            work_path: "/w".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            strs(&checkpoint_args("c1", &plain)),
+            [
+                "checkpoint",
+                "--image-path",
+                "/i",
+                "--work-path",
+                "/w",
+                "c1"
+            ]
+        );
+    }
+
+    /// The real answers of runc 1.1.5, crun 1.8.1 and CRIU 3.17 on a 6.18 kernel.
+    #[test]
+    fn checkpoint_failures_are_explained() {
+        let e = checkpoint_failure(
+            "crun",
+            "c1",
+            Some(1),
+            "unknown command checkpoint".into(),
+            None,
+        );
+        assert!(matches!(e, OciError::CriuUnavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains("built without CRIU support"), "{e}");
+
+        let e = checkpoint_failure(
+            "runc",
+            "c1",
+            Some(1),
+            r#"CRIU version check failed: exec: "criu": executable file not found in $PATH"#.into(),
+            None,
+        );
+        assert!(matches!(e, OciError::CriuUnavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains("CRIU is not installed"), "{e}");
+
+        let log = b"(00.000010) Version: 3.17.1 (gitid 0)\n\
+(00.009415) Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n\
+(00.009417) Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n\
+(00.009418) Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed when initializing kerndat.\n\
+(00.009450) Error (criu/crtools.c:260): Could not initialize kernel features detection.\n";
+        let e = checkpoint_failure(
+            "runc",
+            "c1",
+            Some(1),
+            "criu failed: type DUMP errno 0\nlog file: /w/dump.log".into(),
+            Some(log),
+        );
+        let text = e.to_string();
+        assert!(matches!(e, OciError::CriuUnavailable { .. }), "{e:?}");
+        assert!(text.contains("CRIU cannot run on this kernel"), "{text}");
+        assert!(
+            text.contains("vdso: Unexpected rt vDSO area bounds"),
+            "{text}"
+        );
+        assert!(!text.contains("crtools.c"), "{text}");
+
+        let log = b"(00.1) Error (criu/sk-unix.c:100): unix: Can't dump external socket\n\
+(00.2) Error (criu/cr-dump.c:2093): Dumping FAILED.\n";
+        let e = checkpoint_failure(
+            "runc",
+            "c1",
+            Some(1),
+            "criu failed: type DUMP errno 0\nlog file: /w/dump.log".into(),
+            Some(log),
+        );
+        match &e {
+            OciError::Failed { op, message, .. } => {
+                assert_eq!(*op, "checkpoint");
+                assert_eq!(
+                    message,
+                    "criu failed: type DUMP errno 0; criu: unix: Can't dump external socket; \
+                     Dumping FAILED."
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let e = checkpoint_failure(
+            "runc",
+            "c1",
+            Some(1),
+            "Container cannot be checkpointed in stopped state".into(),
+            None,
+        );
+        assert!(e.is_not_running(), "{e:?}");
     }
 }

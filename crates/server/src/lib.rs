@@ -13,6 +13,7 @@ mod metrics;
 mod rpclog;
 mod runtime;
 mod status;
+mod stream;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use rpclog::RpcLogLayer;
 pub use status::to_status;
+pub use stream::EngineBackend;
 
 /// gRPC message size limit, as containerd's (16 MiB).
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
@@ -43,6 +45,8 @@ pub struct Services {
     pub images: Arc<ImageService>,
     pub engine: Arc<husk_engine::Engine>,
     pub info: Arc<DaemonInfo>,
+    /// Hands out the URLs of Exec, Attach and PortForward.
+    pub streaming: husk_streaming::Server,
 }
 
 impl Services {

@@ -1,5 +1,5 @@
-//! CRI `RuntimeService` handlers: validate, convert, call the engine. RPCs of later parts
-//! (stats, streaming, events, checkpoint) answer `UNIMPLEMENTED` naming the RPC.
+//! CRI `RuntimeService` handlers: validate, convert, call the engine (or, for Exec, Attach and
+//! PortForward, hand out a streaming URL).
 
 use std::pin::Pin;
 
@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::Services;
 use husk_engine::{CgroupDriver, EngineError};
 
-use crate::status::{EngineErr, unimplemented};
+use crate::status::EngineErr;
 use crate::{convert_container, convert_pod};
 
 pub struct Runtime {
@@ -55,6 +55,15 @@ async fn runtime_condition(path: &str, name: &str) -> cri::RuntimeCondition {
         status,
         reason,
         message,
+    }
+}
+
+/// A streaming-server refusal as a gRPC status.
+fn streaming_err(e: husk_streaming::Error) -> Status {
+    match e {
+        husk_streaming::Error::InvalidRequest(m) => Status::invalid_argument(m),
+        husk_streaming::Error::TooManyRequests(_) => Status::resource_exhausted(e.to_string()),
+        other => Status::internal(other.to_string()),
     }
 }
 
@@ -545,23 +554,105 @@ impl RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _r: Request<cri::ExecRequest>,
+        r: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(unimplemented("Exec"))
+        let r = r.into_inner();
+        required_id(&r.container_id, "container_id")?;
+        if r.cmd.is_empty() || r.cmd[0].is_empty() {
+            return Err(Status::invalid_argument("cmd must not be empty"));
+        }
+        // The kubelet's id may be a prefix; the URL names the full one.
+        let id = self
+            .s
+            .engine
+            .container(&r.container_id)
+            .map_err(EngineErr)?
+            .id;
+        self.s
+            .engine
+            .check_running(&id, "exec")
+            .map_err(EngineErr)?;
+        let url = self
+            .s
+            .streaming
+            .get_exec(husk_streaming::ExecRequest {
+                container_id: id,
+                cmd: r.cmd,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::ExecResponse { url: url.into() }))
     }
 
     async fn attach(
         &self,
-        _r: Request<cri::AttachRequest>,
+        r: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(unimplemented("Attach"))
+        let r = r.into_inner();
+        required_id(&r.container_id, "container_id")?;
+        let rec = self
+            .s
+            .engine
+            .container(&r.container_id)
+            .map_err(EngineErr)?;
+        self.s
+            .engine
+            .check_running(&rec.id, "attach")
+            .map_err(EngineErr)?;
+        if r.stdin && !rec.config.stdin {
+            return Err(Status::invalid_argument(format!(
+                "container {} was not created with stdin: true; attach without stdin",
+                rec.id
+            )));
+        }
+        let url = self
+            .s
+            .streaming
+            .get_attach(husk_streaming::AttachRequest {
+                container_id: rec.id,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::AttachResponse { url: url.into() }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward"))
+        let r = r.into_inner();
+        required_id(&r.pod_sandbox_id, "pod_sandbox_id")?;
+        let pod = self
+            .s
+            .engine
+            .pod_sandbox(&r.pod_sandbox_id)
+            .map_err(EngineErr)?;
+        self.s
+            .engine
+            .check_port_forward(&pod.id)
+            .map_err(EngineErr)?;
+        let mut ports = Vec::with_capacity(r.port.len());
+        for p in r.port {
+            match u16::try_from(p) {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => return Err(Status::invalid_argument(format!("invalid port {p}"))),
+            }
+        }
+        let url = self
+            .s
+            .streaming
+            .get_port_forward(husk_streaming::PortForwardRequest {
+                pod_id: pod.id,
+                ports,
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::PortForwardResponse { url: url.into() }))
     }
 
     async fn update_runtime_config(
@@ -582,8 +673,30 @@ impl RuntimeService for Runtime {
 
     async fn checkpoint_container(
         &self,
-        _r: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        Err(unimplemented("CheckpointContainer"))
+        let req = request.into_inner();
+        let id = required_id(&req.container_id, "container_id")?.to_string();
+        if req.location.is_empty() {
+            return Err(Status::invalid_argument("location is required"));
+        }
+        let location = std::path::PathBuf::from(&req.location);
+        if !location.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "location {:?} must be an absolute path",
+                req.location
+            )));
+        }
+        // 0 = the runtime's default (CRI); the whole checkpoint, archive included, is bounded.
+        let timeout = match req.timeout {
+            t if t < 0 => return Err(Status::invalid_argument("timeout must not be negative")),
+            0 => husk_engine::container::DEFAULT_CHECKPOINT_TIMEOUT,
+            t => std::time::Duration::from_secs(t as u64),
+        };
+        detached(&self.s.engine, move |e| async move {
+            e.checkpoint_container(&id, &location, timeout).await
+        })
+        .await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 }

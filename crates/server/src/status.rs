@@ -50,11 +50,6 @@ impl From<EngineErr> for Status {
     }
 }
 
-/// `Status` for an RPC that this version does not implement yet.
-pub fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by husk yet"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

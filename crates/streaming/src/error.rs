@@ -25,6 +25,9 @@ pub enum Error {
     /// An I/O error of the listener.
     #[error("streaming server listener: {0}")]
     Io(#[from] io::Error),
+    /// The TLS certificate or key is unusable.
+    #[error("streaming server TLS: {0}")]
+    Tls(String),
     /// The configured base URL cannot carry paths.
     #[error("invalid streaming base url {0}")]
     BaseUrl(String),

@@ -15,11 +15,16 @@
 //!   port in `port`), and `v4.channel.k8s.io` over WebSocket (two channels per port, each
 //!   opened by the port number, little-endian).
 //!
+//! With the `client` feature, the `client` module connects to those URLs (WebSocket
+//! exec/attach and port-forward).
+//!
 //! A malformed frame ends its own connection (WebSocket close 1002/1007/1009, SPDY GOAWAY
 //! PROTOCOL_ERROR); other sessions are unaffected.
 #![forbid(unsafe_code)]
 
 mod backend;
+#[cfg(feature = "client")]
+pub mod client;
 mod error;
 mod pipe;
 mod portforward;
@@ -29,6 +34,7 @@ mod server;
 
 pub mod spdy;
 mod status;
+mod tls;
 mod token;
 pub mod ws;
 
@@ -38,3 +44,4 @@ pub use backend::{
 };
 pub use error::Error;
 pub use server::{Config, Server};
+pub use tls::tls_config;

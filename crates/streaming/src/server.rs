@@ -47,6 +47,8 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How long a SPDY client may take to open a session's streams (default 30 s).
     pub stream_creation_timeout: Duration,
+    /// Serve HTTPS with this configuration (see [`crate::tls_config`]); URLs are then `https`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             base_url: None,
             token_ttl: Duration::from_secs(60),
             stream_creation_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -103,7 +106,21 @@ impl Server {
             Some(u) if u.cannot_be_a_base() => return Err(Error::BaseUrl(u.to_string())),
             Some(u) => u.clone(),
             None => {
-                Url::parse(&format!("http://{addr}/")).map_err(|e| Error::BaseUrl(e.to_string()))?
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                // A wildcard address is no place to connect to: name loopback instead.
+                let mut shown = addr;
+                if shown.ip().is_unspecified() {
+                    shown.set_ip(match shown.ip() {
+                        std::net::IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                Url::parse(&format!("{scheme}://{shown}/"))
+                    .map_err(|e| Error::BaseUrl(e.to_string()))?
             }
         };
         Ok(Self {
@@ -191,18 +208,42 @@ impl Server {
             };
             let _ = tcp.set_nodelay(true);
             let inner = self.inner.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(inner.clone(), req));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "streaming connection failed");
+            match inner.config.tls.clone() {
+                None => {
+                    tokio::spawn(serve_connection(inner, tcp, peer));
                 }
-            });
+                Some(tls) => {
+                    tokio::spawn(async move {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(stream)) => serve_connection(inner, stream, peer).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "streaming TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
         }
+    }
+}
+
+/// Serves one HTTP/1 connection (plain or TLS), upgrades included.
+async fn serve_connection<I>(inner: Arc<Inner>, io: I, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(inner.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming connection failed");
     }
 }
 

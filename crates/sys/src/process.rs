@@ -118,7 +118,10 @@ mod tests {
         let (comm, f) = stat_fields("42 (a) b (c)) S 1 42 0 0").unwrap();
         assert_eq!(comm, "a) b (c)");
         assert_eq!(f, ["S", "1", "42", "0", "0"]);
-        assert_eq!(f[3], "0", "session 0 (leader outside our PID namespace) parses");
+        assert_eq!(
+            f[3], "0",
+            "session 0 (leader outside our PID namespace) parses"
+        );
         assert!(stat_fields("garbage").is_none());
     }
 }

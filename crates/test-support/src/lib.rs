@@ -5,6 +5,7 @@
 
 mod cleanup;
 pub mod huskd;
+pub mod interop;
 pub mod oci;
 pub mod proxy;
 pub mod registry;

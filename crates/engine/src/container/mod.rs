@@ -11,6 +11,7 @@
 //! The `husk-monitor` of a container owns its stdio and learns its exit; huskd learns it from
 //! the monitor (a `wait` on its socket) or, after a restart, from the monitor's exit file.
 
+mod checkpoint;
 mod create;
 mod exec;
 mod lifecycle;
@@ -26,6 +27,7 @@ use husk_image::digest::Digest;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch as tokio_watch;
 
+pub use checkpoint::DEFAULT_CHECKPOINT_TIMEOUT;
 pub use exec::ExecOutput;
 pub use husk_monitor::protocol::ExitRecord;
 pub use stats::ContainerUsage;

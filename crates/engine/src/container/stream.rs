@@ -195,7 +195,8 @@ impl Engine {
             rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)
                 .map_err(|e| EngineError::io("set non-blocking", "pty", e.into()))?;
             let pty = Arc::new(
-                husk_sys::asyncfd::register(fd).map_err(|e| EngineError::io("register", "pty", e))?,
+                husk_sys::asyncfd::register(fd)
+                    .map_err(|e| EngineError::io("register", "pty", e))?,
             );
             session.stdout = Some(Box::new(Pty(pty.clone())));
             if req.stdin {
@@ -373,4 +374,3 @@ impl AsyncWrite for Pty {
         Poll::Ready(Ok(()))
     }
 }
-

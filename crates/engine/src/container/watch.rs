@@ -44,6 +44,9 @@ impl Engine {
                 tracing::error!(container = %id, error = %e, "recording exit");
             }
             tracing::info!(container = %id, exit_code = exit.exit_code, oom = exit.oom_killed, "container exited");
+            if exit.oom_killed {
+                husk_telemetry::record_oom_kill();
+            }
             let _ = events.send(crate::events::LifecycleEvent {
                 id: id.clone(),
                 sandbox_id,

@@ -1,6 +1,7 @@
 //! The verbs: dispatch from the parsed command line to one module per verb group.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod containers;
 pub mod events;
 pub mod exec;
@@ -9,11 +10,14 @@ pub mod import;
 pub mod info;
 pub mod listing;
 pub mod logs;
+pub mod metrics;
 pub mod pods;
+pub mod port_forward;
 pub mod pull;
 pub mod pull_progress;
 pub mod rmi;
 pub mod run;
+pub mod session;
 pub mod stats;
 pub mod update;
 
@@ -68,11 +72,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => containers::inspect(&ctx, args).await,
         Command::Logs(args) => logs::logs(&ctx, args).await,
         Command::Exec(args) => exec::exec(&ctx, args).await,
+        Command::Attach(args) => exec::attach(&ctx, args).await,
+        Command::PortForward(args) => port_forward::port_forward(&ctx, args).await,
         Command::Stats(args) => stats::stats(&ctx, args).await,
         Command::Statsp(args) => stats::statsp(&ctx, args).await,
         Command::Update(args) => update::update(&ctx, args).await,
+        Command::Checkpoint(args) => checkpoint::checkpoint(&ctx, args).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Run(args) => run::run(&ctx, args).await,
+        Command::Metrics(args) => metrics::metrics(&ctx, args).await,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Shared setup for huskd's integration tests: a real registry, a real huskd in a temp root,
 //! and hosts.toml files that point image names at the local registry (never off the machine).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 
@@ -188,10 +190,16 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
+        Self::with_config("").await
+    }
+
+    /// Like [`Env::new`], with `extra` TOML merged into huskd's config.
+    pub async fn with_config(extra: &str) -> Env {
         let reg = registry().await;
         let busybox = husk_test_support::busybox_image(&["sh"]).unwrap().build();
         push(&reg, "library/busybox", "latest", &busybox).await;
-        let h = huskd();
+        let h = Huskd::start(HuskdOptions::new(env!("CARGO_BIN_EXE_huskd")).extra_config(extra))
+            .expect("start huskd");
         mirror(&h, "docker.io", &reg.url(), "");
         // Pods get their own network namespace with only lo (the network tests use bridges).
         std::fs::write(
