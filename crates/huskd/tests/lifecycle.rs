@@ -471,6 +471,20 @@ async fn pod_shared_pid_namespace() {
         env.start(&b).await.unwrap();
         env.wait_exited(&b).await;
         assert_eq!(env.log(&b).await, vec!["husk-pause", "1"], "{rt}");
+        // An orphan in a session (and process group) of its own is reaped by husk-pause.
+        let r = env
+            .exec(
+                &a,
+                &["sh", "-c", "(setsid sleep 0.2 &); sleep 1; ps -o stat,comm"],
+                10,
+            )
+            .await
+            .unwrap();
+        let ps = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            !ps.lines().any(|l| l.starts_with('Z')),
+            "{rt}: a zombie in the pod: {ps}"
+        );
         // Stopping the pod ends every process in its PID namespace.
         env.rt
             .stop_pod_sandbox(cri::StopPodSandboxRequest {

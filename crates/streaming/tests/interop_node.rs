@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use common::*;
 use husk_streaming::{Config, PortForwardRequest};
@@ -16,33 +15,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/spdy_cl
 
 /// The directory whose `node_modules` holds spdy-transport, installing it once.
 fn spdy_transport() -> Option<PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spdy-transport");
-        if dir
-            .join("node_modules/spdy-transport/package.json")
-            .exists()
-        {
-            return Some(dir);
-        }
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&dir)
-            .arg("spdy-transport@3")
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(dir)
-    })
-    .clone()
-    .or_else(|| {
-        assert!(
-            std::env::var("HUSK_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "node and npm's spdy-transport are required"
-        );
-        eprintln!("skipping: node/npm or the spdy-transport package is unavailable");
-        None
-    })
+    husk_test_support::interop::spdy_transport(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 async fn run(dir: &PathBuf, mode: &str, url: &url::Url, args: &[&str]) -> Value {

@@ -11,18 +11,7 @@ use serde_json::Value;
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ws_client.py");
 
 fn available() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import websockets.sync.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("HUSK_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 with `websockets` is required (pip install websockets)"
-        );
-        eprintln!("skipping: python3 `websockets` is not installed (pip install websockets)");
-    }
-    ok
+    husk_test_support::interop::python_websockets()
 }
 
 async fn run(mode: &str, url: &url::Url, arg: Option<&str>) -> Value {
