@@ -103,6 +103,73 @@ pub(crate) fn processes_under(dir: &Path) -> Vec<u32> {
     out
 }
 
+/// PIDs whose cgroup path names one of `ids` (containers of a test's daemon: in a mount
+/// namespace of their own, nothing links them to the daemon's dir), with those cgroup
+/// directories (one per hierarchy) for [`remove_cgroups`].
+pub(crate) fn processes_in_cgroups(ids: &[String]) -> (Vec<u32>, Vec<PathBuf>) {
+    let (mut pids, mut dirs) = (Vec::new(), Vec::new());
+    if ids.is_empty() {
+        return (pids, dirs);
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return (pids, dirs);
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(e.path().join("cgroup")) else {
+            continue;
+        };
+        let mut hit = false;
+        for line in text.lines() {
+            // hierarchy-id:controllers:path
+            let mut it = line.splitn(3, ':');
+            let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+            if !ids.iter().any(|id| path.split('/').any(|seg| seg == id)) {
+                continue;
+            }
+            hit = true;
+            let rel = path.trim_start_matches('/');
+            let mounts: Vec<String> = match ctrls {
+                "" => vec!["unified".into(), String::new()],
+                "name=systemd" => vec!["systemd".into()],
+                c => std::iter::once(c.to_string())
+                    .chain(c.split(',').map(str::to_string))
+                    .collect(),
+            };
+            for m in mounts {
+                let d = Path::new("/sys/fs/cgroup").join(m).join(rel);
+                if d.is_dir() && !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        if hit {
+            pids.push(pid);
+        }
+    }
+    (pids, dirs)
+}
+
+/// Removes cgroup directories, deepest first, retrying for a while: killed processes stay in
+/// their cgroup as zombies until reaped (by PID 1 here, which takes a few seconds).
+pub(crate) fn remove_cgroups(dirs: &[PathBuf]) {
+    let mut dirs = dirs.to_vec();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        dirs.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+        if dirs.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !dirs.is_empty() {
+        eprintln!("husk-test-support: cgroups left: {dirs:?}");
+    }
+}
+
 /// SIGKILLs `pids` and waits (≤ 2 s) for them to disappear.
 pub(crate) fn kill_pids(pids: &[u32]) {
     for &pid in pids {

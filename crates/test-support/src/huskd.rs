@@ -258,6 +258,19 @@ impl Drop for Huskd {
             eprintln!("husk-test-support: killing processes left by huskd: {left:?}");
             cleanup::kill_pids(&left);
         }
+        // Containers a failed test left running (their monitors are gone by now).
+        let ids: Vec<String> = std::fs::read_dir(self.state_dir().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        let (left, cgroups) = cleanup::processes_in_cgroups(&ids);
+        if !left.is_empty() {
+            eprintln!("husk-test-support: killing container processes left by huskd: {left:?}");
+            cleanup::kill_pids(&left);
+        }
+        cleanup::remove_cgroups(&cgroups);
         if std::thread::panicking() {
             eprintln!(
                 "--- huskd log ({}) ---\n{}\n--- end of huskd log ---",
