@@ -133,6 +133,14 @@ log_level = "info"
 
 [registry]
 config_path = "$TMP/certs.d"
+
+[cni]
+conf_dir = "$TMP/net.d"
+EOF
+# Pods get a network namespace with only loopback: nothing to route, nothing to clean up.
+mkdir -p "$TMP/net.d"
+cat >"$TMP/net.d/10-demo.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "demo-lo", "plugins": [{"type": "loopback"}]}
 EOF
 echo "# $TMP/config.toml"; cat "$TMP/config.toml"
 echo "# $TMP/certs.d/docker.io/hosts.toml"; cat "$TMP/certs.d/docker.io/hosts.toml"
@@ -197,6 +205,19 @@ section "huskctl logs (the container's CRI log)"
 huskctl logs "$CID"
 "$HUSKCTL" -r "unix://$SOCK" logs "$CID" | grep -q "hello from husk" \
   || { echo "demo: the container's line is not in its log" >&2; exit 1; }
+
+section "huskctl exec -i: stdin streamed into a running container (CRI Exec over WebSocket)"
+cat > "$TMP/sleeper.json" <<JSON
+{"metadata": {"name": "sleeper"}, "image": {"image": "busybox"},
+ "command": ["sleep", "300"], "log_path": "sleeper.log", "linux": {}}
+JSON
+POD=$("$HUSKCTL" -r "unix://$SOCK" pods -q | head -n 1)
+SID=$("$HUSKCTL" -r "unix://$SOCK" create "$POD" "$TMP/sleeper.json" "$TMP/pod.json")
+"$HUSKCTL" -r "unix://$SOCK" start "$SID" >/dev/null
+printf '%s$ echo "hello through the streaming server" | huskctl exec -i %s tr a-z A-Z%s\n' "$B" "${SID:0:13}" "$N"
+OUT=$(echo "hello through the streaming server" | "$HUSKCTL" -r "unix://$SOCK" exec -i "$SID" tr a-z A-Z)
+echo "$OUT"
+[ "$OUT" = "HELLO THROUGH THE STREAMING SERVER" ] || { echo "demo: streaming exec failed" >&2; exit 1; }
 
 section "Removing the pod"
 huskctl rmp -f -a
