@@ -100,11 +100,18 @@ impl StreamBackend for EngineBackend {
                 None => outputs.push(pump(err, tokio::io::sink())),
             }
         }
+        let mut resize = resize;
+        // Sizes the client sent before the process started apply before any of its input does
+        // (kubelet sends the initial size first).
+        if let Some(rx) = resize.as_mut() {
+            while let Ok(size) = rx.try_recv() {
+                let _ = session.resize(size.width, size.height);
+            }
+        }
         let input = match (stdin, session.stdin.take()) {
             (Some(r), Some(w)) => Some(pump(r, w)),
             _ => None,
         };
-        let mut resize = resize;
         let code = loop {
             tokio::select! {
                 r = session.wait() => break r,
@@ -151,6 +158,14 @@ impl StreamBackend for EngineBackend {
             )
             .await
             .map_err(backend_err)?;
+        // Sizes already sent apply before any input.
+        let mut writer = writer;
+        let mut resize = resize;
+        if let Some(rx) = resize.as_mut() {
+            while let Ok(size) = rx.try_recv() {
+                let _ = writer.resize(size.width, size.height).await;
+            }
+        }
         // Client → container: stdin and resizes share the monitor connection's write half.
         let writer = Arc::new(tokio::sync::Mutex::new(Some(writer)));
         let input = stdin.map(|mut r| {
