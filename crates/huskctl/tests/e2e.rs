@@ -462,6 +462,32 @@ async fn run_a_pod_and_manage_it() {
     assert_eq!(exec.status.code(), Some(5), "{exec:?}");
     assert_eq!(String::from_utf8_lossy(&exec.stderr), "e");
 
+    // attach: stdin into `cat`; stdin_once closes it when this client detaches, so cat ends
+    let pod_for_attach = env.json(&["pods", "-o", "json"])["items"][0]["id"]
+        .as_str()
+        .expect("pod id")
+        .to_string();
+    let cat = dir.path().join("cat.yaml");
+    std::fs::write(
+        &cat,
+        "metadata:\n  name: cat\nimage:\n  image: busybox\ncommand: [cat]\nstdin: true\nstdin_once: true\nlog_path: cat.log\n",
+    )
+    .expect("write cat config");
+    let cat_id = env
+        .ok(&[
+            "create",
+            &pod_for_attach,
+            cat.to_str().unwrap(),
+            pod.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    env.ok(&["start", &cat_id]);
+    let attach = env.huskctl_with(&["attach", "-i", &cat_id], Some(b"via attach\n"));
+    assert!(attach.status.success(), "{attach:?}");
+    assert_eq!(String::from_utf8_lossy(&attach.stdout), "via attach\n");
+    env.ok(&["rm", "-f", &cat_id]);
+
     // port-forward to an httpd in the pod (it listens in the pod's network namespace only)
     env.ok(&[
         "exec",
