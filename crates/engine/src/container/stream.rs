@@ -9,7 +9,7 @@
 //! listens on.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -69,16 +69,10 @@ impl std::fmt::Debug for ExecSession {
 impl ExecSession {
     /// Resizes the terminal (no-op without one).
     pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
-        if let Some(pty) = &self.pty {
-            let size = rustix::termios::Winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            rustix::termios::tcsetwinsize(pty.get_ref(), size)?;
+        match &self.pty {
+            Some(pty) => husk_sys::pty::set_size(pty.get_ref(), cols, rows),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Waits for the process to exit: its exit code (128 + signal when killed).
@@ -285,35 +279,12 @@ impl Engine {
 
 /// Accepts the runtime's connection on the console socket and takes the pty master from it.
 async fn receive_pty(listener: &tokio::net::UnixListener) -> io::Result<OwnedFd> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    use std::mem::MaybeUninit;
     let (conn, _) = listener.accept().await?;
     loop {
         conn.readable().await?;
-        let got = conn.try_io(tokio::io::Interest::READABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let mut name = [0u8; 512];
-            let mut iov = [io::IoSliceMut::new(&mut name)];
-            rustix::net::recvmsg(
-                conn.as_fd(),
-                &mut iov,
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            )?;
-            for message in control.drain() {
-                if let RecvAncillaryMessage::ScmRights(mut fds) = message
-                    && let Some(fd) = fds.next()
-                {
-                    return Ok(fd);
-                }
-            }
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no file descriptor in the message",
-            ))
-        });
-        match got {
+        match conn.try_io(tokio::io::Interest::READABLE, || {
+            husk_sys::pty::recv_fd(&conn)
+        }) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             other => return other,
         }

@@ -275,13 +275,7 @@ impl Monitor {
                 }
                 Some(Ok(FrameEvent::Resize(cols, rows))) => {
                     if let Some(pty) = &self.pty {
-                        let size = rustix::termios::Winsize {
-                            ws_row: rows,
-                            ws_col: cols,
-                            ws_xpixel: 0,
-                            ws_ypixel: 0,
-                        };
-                        let _ = rustix::termios::tcsetwinsize(pty, size);
+                        let _ = husk_sys::pty::set_size(pty, cols, rows);
                     }
                 }
                 Some(Ok(FrameEvent::CloseStdin)) => close_stdin |= may_write_stdin,

@@ -4,7 +4,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,7 +14,6 @@ use std::time::Duration;
 use husk_monitor::MonitorConfig;
 use husk_sys::signalfd::SignalFd;
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, PidfdFlags};
 
@@ -288,22 +286,7 @@ fn receive_pty(listener: &UnixListener) -> io::Result<OwnedFd> {
     }
     let (conn, _): (UnixStream, _) = listener.accept()?;
     conn.set_read_timeout(Some(CONSOLE_TIMEOUT))?;
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut name = [0u8; 512];
-    let mut iov = [io::IoSliceMut::new(&mut name)];
-    rustix::net::recvmsg(&conn, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = message
-            && let Some(fd) = fds.next()
-        {
-            return Ok(fd);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no file descriptor in the message",
-    ))
+    husk_sys::pty::recv_fd(&conn)
 }
 
 fn read_pid(path: &Path) -> Result<Pid, StartError> {
