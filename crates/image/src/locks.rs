@@ -8,8 +8,8 @@ use tokio::sync::OwnedMutexGuard;
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
 
-/// A map of named async mutexes.
-#[derive(Default)]
+/// A map of named async mutexes; clones share it.
+#[derive(Default, Clone)]
 pub struct KeyedLocks {
     map: Arc<Mutex<HashMap<String, Slot>>>,
 }

@@ -31,6 +31,10 @@ impl Engine {
     pub async fn start_container(&self, id: &str) -> Result<ContainerRecord> {
         let rec = self.container(id)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
+        // The exit watcher waits for this one: a container that exits at once is reported
+        // STARTED before STOPPED (the watcher does not take the lifecycle lock, which a stop
+        // holds while it waits for the exit).
+        let _starting = self.locks.lock(starting_key(&rec.id)).await;
         let rec = self.container(&rec.id)?;
         if rec.state != ContainerState::Created {
             return Err(rec.wrong_state("container", "only a created container can be started"));
@@ -180,4 +184,10 @@ fn is_not_running(e: &EngineError) -> bool {
             husk_oci::OciError::NotRunning { .. } | husk_oci::OciError::NotFound { .. }
         )
     )
+}
+
+/// The lock a start holds until its STARTED event is out; the exit watcher takes it before
+/// recording the exit.
+pub(crate) fn starting_key(id: &str) -> String {
+    format!("starting/{id}")
 }

@@ -27,8 +27,11 @@ impl Engine {
         let events = self.events.clone();
         let sandbox_id = rec.sandbox_id.clone();
         let id = rec.id.clone();
+        let locks = self.locks.clone();
         tokio::spawn(async move {
             let exit = wait_for_exit(&socket, &exit_file).await;
+            // A start in progress finishes (and says STARTED) first.
+            let _starting = locks.lock(super::lifecycle::starting_key(&id)).await;
             let finished = parse_rfc3339_nanos(&exit.finished_at);
             let reason = exit_reason(&exit).to_string();
             let res = containers.update(&id, |r| {
