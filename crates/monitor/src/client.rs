@@ -240,7 +240,10 @@ impl MonitorClient {
         UnixStream::connect(&self.socket)
             .await
             .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => self.gone(),
+                // Reset: the monitor was closing its socket as we connected (it is exiting).
+                io::ErrorKind::NotFound
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset => self.gone(),
                 _ => MonitorError::Connect {
                     path: self.socket.clone(),
                     source,
