@@ -265,7 +265,21 @@ impl Drop for Huskd {
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .collect();
-        let (left, cgroups) = cleanup::processes_in_cgroups(&ids);
+        let (mut left, cgroups) = cleanup::processes_in_cgroups(&ids);
+        // Pod PID-namespace inits (`husk-pause`) of pods a failed test left.
+        left.extend(
+            std::fs::read_dir(self.root_dir().join("sandboxes"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+                .filter_map(|v| v["infra_pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "husk-pause")
+                }),
+        );
         if !left.is_empty() {
             eprintln!("husk-test-support: killing container processes left by huskd: {left:?}");
             cleanup::kill_pids(&left);
