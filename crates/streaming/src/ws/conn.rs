@@ -217,6 +217,29 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
 }
 
 /// Sends a close frame for `err` (best effort).
+/// Ends a session: a normal close after everything queued, then the reader gets a moment to
+/// see the client's close before it is stopped.
+pub(crate) async fn close_normally(
+    tx: mpsc::Sender<WsOut>,
+    writer: tokio::task::JoinHandle<()>,
+    mut read_task: tokio::task::JoinHandle<()>,
+) {
+    let _ = tx
+        .send(WsOut::Close {
+            code: close_code::NORMAL,
+            reason: String::new(),
+        })
+        .await;
+    drop(tx);
+    let _ = writer.await;
+    if tokio::time::timeout(crate::pipe::LINGER, &mut read_task)
+        .await
+        .is_err()
+    {
+        read_task.abort();
+    }
+}
+
 pub(crate) async fn close_with_error(tx: &mpsc::Sender<WsOut>, err: &WsError) {
     tracing::debug!(error = %err, "closing websocket stream connection");
     let close = WsOut::Close {

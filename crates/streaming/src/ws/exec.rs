@@ -7,11 +7,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::conn::{
-    Codec, OUT_QUEUE, WsError, WsEvent, WsOut, WsReader, close_with_error, write_loop,
+    Codec, OUT_QUEUE, WsError, WsEvent, WsOut, WsReader, close_normally, close_with_error,
+    write_loop,
 };
-use super::frame::close_code;
 use crate::backend::StreamBackend;
-use crate::pipe::{LINGER, feed};
+use crate::pipe::feed;
 use crate::remotecommand::{Output, Session, Wiring, wire};
 
 /// `v5.channel.k8s.io`: v4 plus the stream-close signal.
@@ -93,7 +93,7 @@ pub(crate) async fn serve<S>(
         |_| None,
     );
     let reader = WsReader::new(rd, flavor.codec, flavor.close_signal, tx.clone());
-    let mut read_task = tokio::spawn(read_loop(reader, wiring, tx.clone()));
+    let read_task = tokio::spawn(read_loop(reader, wiring, tx.clone()));
     let outcome = run.run(backend, session).await;
     let status = if flavor.v4_status {
         outcome.v4_json()
@@ -108,17 +108,7 @@ pub(crate) async fn serve<S>(
             })
             .await;
     }
-    let _ = tx
-        .send(WsOut::Close {
-            code: close_code::NORMAL,
-            reason: String::new(),
-        })
-        .await;
-    drop(tx);
-    let _ = writer.await;
-    if tokio::time::timeout(LINGER, &mut read_task).await.is_err() {
-        read_task.abort();
-    }
+    close_normally(tx, writer, read_task).await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(

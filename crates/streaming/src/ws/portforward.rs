@@ -7,11 +7,12 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::sync::mpsc;
 
-use super::conn::{Codec, OUT_QUEUE, WsEvent, WsOut, WsReader, close_with_error, write_loop};
+use super::conn::{
+    Codec, OUT_QUEUE, WsEvent, WsOut, WsReader, close_normally, close_with_error, write_loop,
+};
 use super::exec::{V4, V4_BASE64};
-use super::frame::close_code;
 use crate::backend::StreamBackend;
-use crate::pipe::{LINGER, feed, pipe};
+use crate::pipe::{feed, pipe};
 use crate::portforward::forward;
 
 /// What port-forward accepts, `""` being a client that names no protocol.
@@ -80,21 +81,11 @@ pub(crate) async fn serve<S>(
         }));
     }
     let reader = WsReader::new(rd, codec, false, tx.clone());
-    let mut read_task = tokio::spawn(read_loop(reader, incoming, tx.clone()));
+    let read_task = tokio::spawn(read_loop(reader, incoming, tx.clone()));
     for f in forwards {
         let _ = f.await;
     }
-    let _ = tx
-        .send(WsOut::Close {
-            code: close_code::NORMAL,
-            reason: String::new(),
-        })
-        .await;
-    drop(tx);
-    let _ = writer.await;
-    if tokio::time::timeout(LINGER, &mut read_task).await.is_err() {
-        read_task.abort();
-    }
+    close_normally(tx, writer, read_task).await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
