@@ -565,13 +565,9 @@ impl RuntimeService for Runtime {
         let id = self
             .s
             .engine
-            .container(&r.container_id)
+            .check_running(&r.container_id, "exec")
             .map_err(EngineErr)?
             .id;
-        self.s
-            .engine
-            .check_running(&id, "exec")
-            .map_err(EngineErr)?;
         let url = self
             .s
             .streaming
@@ -596,18 +592,8 @@ impl RuntimeService for Runtime {
         let rec = self
             .s
             .engine
-            .container(&r.container_id)
+            .check_attach(&r.container_id, r.stdin)
             .map_err(EngineErr)?;
-        self.s
-            .engine
-            .check_running(&rec.id, "attach")
-            .map_err(EngineErr)?;
-        if r.stdin && !rec.config.stdin {
-            return Err(Status::invalid_argument(format!(
-                "container {} was not created with stdin: true; attach without stdin",
-                rec.id
-            )));
-        }
         let url = self
             .s
             .streaming
@@ -631,11 +617,7 @@ impl RuntimeService for Runtime {
         let pod = self
             .s
             .engine
-            .pod_sandbox(&r.pod_sandbox_id)
-            .map_err(EngineErr)?;
-        self.s
-            .engine
-            .check_port_forward(&pod.id)
+            .check_port_forward(&r.pod_sandbox_id)
             .map_err(EngineErr)?;
         let mut ports = Vec::with_capacity(r.port.len());
         for p in r.port {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::ContainerState;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::names::new_id;
@@ -41,8 +40,23 @@ pub(crate) struct ExecFiles {
 }
 
 impl ExecFiles {
-    pub(crate) fn error_file(&self) -> PathBuf {
+    fn error_file(&self) -> PathBuf {
         self.pid.with_extension("error")
+    }
+
+    /// The exec'd process's exit code (128 + signal when killed) from its monitor's exit
+    /// status, or the runtime's own failure, which the monitor wrote to the error file.
+    pub(crate) async fn exit_code(&self, status: std::process::ExitStatus) -> Result<i32> {
+        let code = status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        });
+        if code == i32::from(RUNTIME_FAILED)
+            && let Ok(msg) = tokio::fs::read_to_string(self.error_file()).await
+        {
+            return Err(EngineError::ExecFailed(msg));
+        }
+        Ok(code)
     }
 
     pub(crate) fn console_socket(&self) -> PathBuf {
@@ -57,14 +71,10 @@ impl ExecFiles {
     }
 
     /// SIGKILLs the exec'd process (its monitor reaps it and exits).
-    pub(crate) fn kill_process_now(&self) {
+    pub(crate) fn kill_process(&self) {
         if let Some(pid) = self.pid() {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
-    }
-
-    pub(crate) async fn kill_process(&self) {
-        self.kill_process_now();
     }
 
     pub(crate) fn remove_now(&self) {
@@ -105,10 +115,7 @@ impl Engine {
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(EngineError::Invalid("exec: cmd must not be empty".into()));
         }
-        let rec = self.container(id)?;
-        if rec.state != ContainerState::Running {
-            return Err(rec.wrong_state("container", "exec needs a running container"));
-        }
+        let rec = self.check_running(id, "exec")?;
         let (_, rt) = self.runtime(&rec.runtime_handler)?;
         // The exec'd process inherits the container's process settings (user, env, cwd, caps,
         // no_new_privs, apparmor) with new args and its own terminal or none.
@@ -189,7 +196,7 @@ async fn run_exec(
             Ok(s) => s,
             Err(_) => {
                 // Kill the exec'd process itself (the monitor exits with it), then the monitor.
-                files.kill_process().await;
+                files.kill_process();
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 out_task.abort();
@@ -207,15 +214,7 @@ async fn run_exec(
     // Collect what the readers have; don't wait for EOF forever.
     let stdout = collect(out_task, &obuf).await;
     let stderr = collect(err_task, &ebuf).await;
-    let exit_code = status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(0)
-    });
-    if exit_code == i32::from(RUNTIME_FAILED)
-        && let Ok(msg) = tokio::fs::read_to_string(files.error_file()).await
-    {
-        return Err(EngineError::ExecFailed(msg));
-    }
+    let exit_code = files.exit_code(status).await?;
     Ok(ExecOutput {
         stdout,
         stderr,

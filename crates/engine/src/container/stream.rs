@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::ContainerState;
-use super::exec::{ExecFiles, RUNTIME_FAILED};
+use super::exec::ExecFiles;
+use super::{ContainerRecord, ContainerState};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use husk_monitor::client::{AttachOptions, AttachReader, AttachWriter, MonitorClient};
@@ -83,16 +83,7 @@ impl ExecSession {
             .await
             .map_err(|e| EngineError::io("wait", "runtime exec", e))?;
         self.exited = true;
-        let code = status.code().unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            128 + status.signal().unwrap_or(0)
-        });
-        if code == i32::from(RUNTIME_FAILED)
-            && let Ok(msg) = tokio::fs::read_to_string(self.files.error_file()).await
-        {
-            return Err(EngineError::ExecFailed(msg));
-        }
-        Ok(code)
+        self.files.exit_code(status).await
     }
 
     /// Kills the process (and with it the session), then reaps the monitor.
@@ -100,7 +91,7 @@ impl ExecSession {
         if self.exited {
             return;
         }
-        self.files.kill_process().await;
+        self.files.kill_process();
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         self.exited = true;
@@ -110,7 +101,7 @@ impl ExecSession {
 impl Drop for ExecSession {
     fn drop(&mut self) {
         if !self.exited {
-            self.files.kill_process_now();
+            self.files.kill_process();
             let _ = self.child.start_kill();
         }
         self.files.remove_now();
@@ -162,14 +153,13 @@ impl Engine {
             // The runtime connects once it created the pty; if it fails first, its exit says why.
             let got = tokio::select! {
                 r = tokio::time::timeout(CONSOLE_TIMEOUT, receive_pty(&listener)) => r,
-                st = session.child.wait() => {
-                    session.exited = true;
+                _ = session.child.wait() => {
                     let _ = std::fs::remove_file(&path);
-                    let _ = st;
-                    if let Ok(msg) = tokio::fs::read_to_string(session.files.error_file()).await {
-                        return Err(EngineError::ExecFailed(msg));
-                    }
-                    return Err(EngineError::ExecFailed("the runtime exited before handing over the terminal".into()));
+                    // The runtime's own failure, when it left one.
+                    session.wait().await?;
+                    return Err(EngineError::ExecFailed(
+                        "the runtime exited before handing over the terminal".into(),
+                    ));
                 }
             };
             let _ = std::fs::remove_file(&path);
@@ -211,49 +201,53 @@ impl Engine {
         id: &str,
         opts: AttachOptions,
     ) -> Result<(AttachReader, AttachWriter)> {
-        let rec = self.container(id)?;
-        if rec.state != ContainerState::Running {
-            return Err(rec.wrong_state("container", "attach needs a running container"));
-        }
-        if opts.stdin && !rec.config.stdin {
-            return Err(EngineError::Invalid(format!(
-                "container {id} was not created with stdin: true; attach without stdin"
-            )));
-        }
+        let rec = self.check_attach(id, opts.stdin)?;
         MonitorClient::new(rec.monitor_socket())
             .attach(opts)
             .await
             .map_err(|e| EngineError::Monitor(format!("attach to container {id}: {e}")))
     }
 
-    /// Whether container `id` exists and runs (for handing out exec/attach URLs).
-    pub fn check_running(&self, id: &str, what: &str) -> Result<()> {
+    /// Container `id` (an id or unique prefix), which must be running for `what` (exec, attach).
+    pub fn check_running(&self, id: &str, what: &str) -> Result<ContainerRecord> {
         let rec = self.container(id)?;
         if rec.state != ContainerState::Running {
             return Err(rec.wrong_state("container", &format!("{what} needs a running container")));
         }
-        Ok(())
+        Ok(rec)
     }
 
-    /// Checks that pod `id` is ready for a port-forward.
-    pub fn check_port_forward(&self, id: &str) -> Result<()> {
+    /// Container `id`, if it can be attached to: running, and created with stdin when the
+    /// attach wants to send some.
+    pub fn check_attach(&self, id: &str, stdin: bool) -> Result<ContainerRecord> {
+        let rec = self.check_running(id, "attach")?;
+        if stdin && !rec.config.stdin {
+            return Err(EngineError::Invalid(format!(
+                "container {} was not created with stdin: true; attach without stdin",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// Pod `id`, which must be ready for a port-forward.
+    pub fn check_port_forward(&self, id: &str) -> Result<crate::sandbox::SandboxRecord> {
         let pod = self.pod_sandbox(id)?;
         if pod.state != crate::sandbox::SandboxState::Ready {
             return Err(EngineError::WrongState {
                 what: "pod sandbox",
-                id: id.to_string(),
+                id: pod.id.clone(),
                 state: "NOTREADY".into(),
                 message: "port-forward needs a ready pod".into(),
             });
         }
-        Ok(())
+        Ok(pod)
     }
 
     /// Connects to `127.0.0.1:port` inside pod `id`'s network namespace (the host's for a
     /// host-network pod).
     pub async fn dial_pod_port(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream> {
-        self.check_port_forward(id)?;
-        let pod = self.pod_sandbox(id)?;
+        let pod = self.check_port_forward(id)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let std_stream = match pod.netns {
             Some(pin) => tokio::task::spawn_blocking(move || {
