@@ -160,7 +160,11 @@ pub(crate) fn now_nanos() -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerFeatures {
     pub name: String,
+    /// Recursive read-only mounts work: natively (`rro` in `<runtime> features`), or because
+    /// husk stages the read-only tree itself (kernel `mount_setattr`, 5.12+).
     pub recursive_read_only_mounts: bool,
+    /// The runtime makes `rro` mounts itself; otherwise husk stages them.
+    pub native_rro: bool,
     pub user_namespaces: bool,
 }
 
@@ -171,21 +175,31 @@ impl Engine {
             return f.clone();
         }
         let mut out = Vec::new();
+        let staging = self.host.rro_supported && husk_sys::mount_tree::supported();
         for (name, rt) in &self.runtimes {
             let rt = rt.clone();
-            let rro = tokio::task::spawn_blocking(move || rt.features())
+            let native_rro = tokio::task::spawn_blocking(move || rt.features())
                 .await
                 .ok()
                 .and_then(|r| r.ok())
                 .is_some_and(|f| f.recursive_read_only);
             out.push(HandlerFeatures {
                 name: name.clone(),
-                recursive_read_only_mounts: rro,
+                recursive_read_only_mounts: native_rro || staging,
+                native_rro,
                 // husk does not implement user namespaces yet, whatever the runtime can do.
                 user_namespaces: false,
             });
         }
         let _ = self.features.set(out.clone());
         out
+    }
+
+    /// The features of one handler.
+    pub(crate) async fn features_of(&self, handler: &str) -> Option<HandlerFeatures> {
+        self.handler_features()
+            .await
+            .into_iter()
+            .find(|f| f.name == handler)
     }
 }

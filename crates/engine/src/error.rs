@@ -48,6 +48,11 @@ pub enum EngineError {
     Namespaces(#[from] husk_sys::ns::NsError),
     #[error(transparent)]
     Mount(#[from] husk_sys::mount::MountError),
+    #[error("staging the mount of {host_path:?}: {source}")]
+    StageMount {
+        host_path: PathBuf,
+        source: husk_sys::mount_tree::TreeError,
+    },
     #[error("{op} {path:?}: {source}")]
     Io {
         op: &'static str,
@@ -83,6 +88,7 @@ impl EngineError {
             | PortForward(_)
             | Namespaces(_)
             | Mount(_)
+            | StageMount { .. }
             | Io { .. }
             | Corrupt { .. }
             | Task(_) => ErrorKind::Internal,

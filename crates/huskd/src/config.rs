@@ -29,6 +29,9 @@ pub struct Config {
     pub default_runtime: Option<String>,
     /// `cgroupfs` or `systemd`, as the kubelet's cgroupDriver.
     pub cgroup_driver: String,
+    /// The cgroup parent of pods whose config names none (an absolute cgroupfs path, or a
+    /// systemd slice with the systemd driver).
+    pub default_cgroup_parent: String,
     /// The `husk-monitor` binary; default: next to `huskd`, else from PATH.
     pub monitor_path: Option<PathBuf>,
     /// The streaming server (exec, attach, port-forward).
@@ -129,6 +132,7 @@ impl Default for Config {
             runtimes,
             default_runtime: None,
             cgroup_driver: "cgroupfs".into(),
+            default_cgroup_parent: "/husk".into(),
             monitor_path: None,
             stream: StreamConfig::default(),
             metrics: MetricsConfig::default(),
@@ -259,6 +263,12 @@ impl Config {
         if self.cgroup_driver == "systemd" {
             bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");
         }
+        let parent = &self.default_cgroup_parent;
+        if !parent.starts_with('/') || parent.split('/').any(|c| c == "..") {
+            bail!(
+                "default_cgroup_parent = {parent:?}: must be an absolute cgroup path without \"..\""
+            );
+        }
         if !["ipv4", "ipv6"].contains(&self.cni.ip_preference.as_str()) {
             bail!(
                 "cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"",
@@ -374,6 +384,14 @@ default_runtime = "runc"
         assert!(c.validate().unwrap_err().to_string().contains("root"));
         let c = Config::parse("default_runtime = \"kata\"", &p()).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("kata"));
+        for bad in ["husk", "/a/../b"] {
+            let c = Config::parse(&format!("default_cgroup_parent = {bad:?}"), &p()).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("default_cgroup_parent"), "{e}");
+        }
+        let c = Config::parse("default_cgroup_parent = \"/kubepods\"", &p()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(Config::default().default_cgroup_parent, "/husk");
     }
 
     #[test]

@@ -304,7 +304,7 @@ fn engine_config(cfg: &Config, default_runtime: &str) -> anyhow::Result<EngineCo
         } else {
             CgroupDriver::Cgroupfs
         },
-        default_cgroup_parent: "/husk".into(),
+        default_cgroup_parent: cfg.default_cgroup_parent.clone(),
         ip_preference: if cfg.cni.ip_preference == "ipv6" {
             husk_net::IpPreference::Ipv6
         } else {

@@ -104,6 +104,16 @@ async fn lifecycle_logs_and_exit_codes_on_both_runtimes() {
                 .await
                 .unwrap();
         }
+        // ... even after the removal, and for ids that never existed (as the kubelet expects)
+        for id in [stubborn.clone(), "0123456789abcdef-unknown".to_string()] {
+            env.rt
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id,
+                    timeout: 0,
+                })
+                .await
+                .unwrap();
+        }
         let err = env
             .rt
             .container_status(cri::ContainerStatusRequest {

@@ -291,6 +291,45 @@ async fn bind_mounts_readonly_and_propagation() {
 }
 
 #[tokio::test]
+async fn hostname_defaults_to_the_nodes_and_is_bounded() {
+    let mut env = Env::new().await;
+    let node = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    // critest's pod names run to 68 characters, over the kernel's 64: an empty hostname means
+    // the node's, in the pod's own UTS namespace (as containerd and CRI-O do)
+    let long = format!("pod-{}", "x".repeat(64));
+    let (log, code) = run_and_log(
+        &mut env,
+        &long,
+        "",
+        &[
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; readlink /proc/self/ns/uts",
+        ],
+        |_, pc| pc.hostname.clear(),
+    )
+    .await;
+    assert_eq!(code, 0, "{log:?}");
+    assert_eq!(&log[..2], &[node.clone(), node.clone()], "{log:?}");
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
+    assert_ne!(log[2], host_uts.display().to_string(), "own UTS namespace");
+    // a hostname the kernel cannot take is the caller's error, not an internal one
+    let mut pc = env.pod_config("longhost");
+    pc.hostname = "h".repeat(65);
+    let err = env.run_pod(pc, "").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("hostname"), "{err}");
+    let mut pc = env.pod_config("maxhost");
+    pc.hostname = "h".repeat(64);
+    let pod = env.run_pod(pc, "").await.unwrap();
+    env.remove_pod(&pod).await;
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn host_namespaces() {
     let mut env = Env::new().await;
     let my_net = std::fs::read_link("/proc/self/ns/net")

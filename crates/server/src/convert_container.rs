@@ -326,7 +326,17 @@ pub fn container_status(r: &ContainerRecord) -> cri::ContainerStatus {
                 windows: None,
             }),
         image_id: r.image_id.to_string(),
-        user: None,
+        user: r.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u
+                    .supplemental_groups
+                    .iter()
+                    .map(|&g| i64::from(g))
+                    .collect(),
+            }),
+        }),
     }
 }
 

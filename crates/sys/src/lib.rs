@@ -4,6 +4,7 @@
 pub mod asyncfd;
 pub mod fs;
 pub mod mount;
+pub mod mount_tree;
 pub mod ns;
 pub mod process;
 pub mod pty;

@@ -213,12 +213,36 @@ impl Engine {
             cgroups_path: cgroups_path.clone(),
             host: self.host.clone(),
         };
+        let stage_rro = !self
+            .features_of(&handler)
+            .await
+            .is_some_and(|f| f.native_rro);
+        if stage_rro {
+            let b = bundle.clone();
+            rb.push("unstage mounts", async move {
+                let _ = tokio::task::spawn_blocking(move || super::staged::unstage_all(&b)).await;
+            });
+        }
         let spec_bundle = bundle.clone();
-        blocking(move || {
+        let user = blocking(move || {
+            let mut input = input;
             spec::ensure_host_paths(&input)?;
+            if stage_rro {
+                super::staged::stage_recursive_read_only(
+                    &spec_bundle,
+                    &mut input.container.mounts,
+                )?;
+            }
             let s = spec::generate(&input)?;
             spec::write_spec(&s, &spec_bundle)?;
-            Ok(())
+            Ok(s.process().as_ref().map(|p| {
+                let u = p.user();
+                super::ProcessUser {
+                    uid: u.uid(),
+                    gid: u.gid(),
+                    supplemental_groups: u.additional_gids().clone().unwrap_or_default(),
+                }
+            }))
         })
         .await?;
 
@@ -290,6 +314,7 @@ impl Engine {
             chain_ids,
             cgroups_path,
             stop_signal: image_config.stop_signal.clone(),
+            user,
             config: cfg,
         };
         self.containers.put(&rec)?;

@@ -80,7 +80,13 @@ impl Engine {
     /// Stops a container: its stop signal (or SIGTERM), then SIGKILL after `timeout_secs`.
     /// Returns once the process is gone. Stopping a stopped container is fine.
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
-        let rec = self.container(id)?;
+        // Idempotent like StopPodSandbox: a container that is gone is stopped (the kubelet
+        // retries stops of containers whose removal it did not see).
+        let rec = match self.container(id) {
+            Ok(r) => r,
+            Err(EngineError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let _lock = self.locks.lock(rec.id.clone()).await;
         let rec = self.container(&rec.id)?;
         if matches!(rec.state, ContainerState::Exited | ContainerState::Unknown) {
@@ -144,6 +150,8 @@ impl Engine {
             let rootfs = r.rootfs();
             husk_sys::mount::unmount_all(&rootfs)
                 .map_err(|e| EngineError::io("unmount", &rootfs, e))?;
+            // Staged volume trees go before the bundle is removed (never through them).
+            super::staged::unstage_all(&r.bundle)?;
             for d in [&r.bundle, &r.rw_dir, &r.monitor_dir] {
                 match std::fs::remove_dir_all(d) {
                     Ok(()) => {}

@@ -15,6 +15,7 @@ mod checkpoint;
 mod create;
 mod exec;
 mod lifecycle;
+mod staged;
 mod stats;
 mod stream;
 mod watch;
@@ -100,6 +101,19 @@ pub struct ContainerRecord {
     pub cgroups_path: String,
     /// The image's `StopSignal`.
     pub stop_signal: Option<String>,
+    /// The identity the container's process runs with, as resolved into its OCI spec
+    /// (`ContainerStatus.user`). Absent in records written before it was kept.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// The uid, gid and supplementary groups of a container's process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Sorted and unique; includes `gid`.
+    pub supplemental_groups: Vec<u32>,
 }
 
 impl Record for ContainerRecord {

@@ -31,6 +31,14 @@ fn validate(cfg: &PodConfig) -> Result<()> {
             "TARGET namespace mode is only valid for pid".into(),
         ));
     }
+    // The kernel's HOST_NAME_MAX; sethostname(2) refuses anything longer.
+    if cfg.hostname.len() > 64 {
+        return Err(EngineError::Invalid(format!(
+            "hostname {:?} is {} bytes long; at most 64 are allowed",
+            cfg.hostname,
+            cfg.hostname.len()
+        )));
+    }
     if !cfg.log_directory.is_empty() && !Path::new(&cfg.log_directory).is_absolute() {
         return Err(EngineError::Invalid(format!(
             "log_directory {:?} must be an absolute path",
@@ -140,12 +148,10 @@ impl Engine {
         let own_ipc = cfg.namespaces.ipc != NamespaceMode::Node;
         // UTS follows the network namespace, as in the kubelet's model.
         let own_uts = own_net;
+        // Like containerd and CRI-O: a pod without a hostname gets the node's, in its own UTS
+        // namespace too (its metadata name can be longer than the kernel's 64 bytes).
         let hostname = if cfg.hostname.is_empty() {
-            if own_uts {
-                cfg.name.clone()
-            } else {
-                host_hostname()
-            }
+            host_hostname()
         } else {
             cfg.hostname.clone()
         };
