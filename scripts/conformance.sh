@@ -56,6 +56,8 @@ bash "$KIT/crit-images.sh" up
 
 mkdir -p "$OUT"
 WORK="$(mktemp -d /var/tmp/husk-conformance.XXXXXX)"
+# searchable by others: containers in user namespaces resolve their rootfs path below it
+chmod 0711 "$WORK"
 BRIDGE="huskcf$((RANDOM % 90 + 10))"
 SUBNET_PREFIX="10.233.$((RANDOM % 200 + 20))"
 SUBNET="$SUBNET_PREFIX.0/24"

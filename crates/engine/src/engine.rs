@@ -77,6 +77,18 @@ impl Engine {
         ] {
             std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
         }
+        // A container in a user namespace resolves its bundle's rootfs path with unmapped
+        // credentials: the dirs above bundles must be searchable by others (0711, as
+        // containerd's state dir), never listable.
+        for d in [&cfg.state_dir, &cfg.state_dir.join("containers")] {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(d).map_err(|e| EngineError::io("stat", d, e))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o001 == 0 {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o111))
+                    .map_err(|e| EngineError::io("chmod", d, e))?;
+            }
+        }
         let sandboxes: Store<SandboxRecord> = Store::open(cfg.root.join("sandboxes"))?;
         let containers: Store<ContainerRecord> = Store::open(cfg.root.join("containers"))?;
         let names = Arc::new(Names::default());
@@ -176,6 +188,8 @@ impl Engine {
         }
         let mut out = Vec::new();
         let staging = self.host.rro_supported && husk_sys::mount_tree::supported();
+        // Idmapped mounts (5.12) under an overlay's layers (5.19).
+        let idmap = self.host.kernel >= (5, 19) && husk_sys::mount_tree::supported();
         for (name, rt) in &self.runtimes {
             let rt = rt.clone();
             let native_rro = tokio::task::spawn_blocking(move || rt.features())
@@ -187,8 +201,9 @@ impl Engine {
                 name: name.clone(),
                 recursive_read_only_mounts: native_rro || staging,
                 native_rro,
-                // husk does not implement user namespaces yet, whatever the runtime can do.
-                user_namespaces: false,
+                // husk makes the user namespace and the idmapped mounts itself; the runtime
+                // only joins the namespace.
+                user_namespaces: idmap,
             });
         }
         let _ = self.features.set(out.clone());

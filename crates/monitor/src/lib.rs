@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cri_log;
 pub mod protocol;
+pub mod userns;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -18,9 +18,19 @@ fn main() -> ExitCode {
         [flag, path] if flag == "--config" => server::run(Path::new(path)),
         [mode, rest @ ..] if mode == "exec-sync" => modes::exec_sync(rest),
         [mode] if mode == "pause" => modes::pause(),
+        [mode, flag, pin] if mode == "pause" && flag == "--userns" => {
+            // The init of a user-namespaced pod's PID namespace: that namespace must belong to
+            // the pod's user namespace, or the containers could not mount their /proc.
+            if let Err(e) = husk_sys::ns::join_user(Path::new(pin)) {
+                eprintln!("husk-monitor pause: joining the user namespace {pin:?}: {e}");
+                return ExitCode::from(1);
+            }
+            modes::pause()
+        }
+        [mode] if mode == "userns" => husk_monitor::userns::run(),
         _ => {
             eprintln!(
-                "usage: husk-monitor --config <monitor.json> | exec-sync ... | pause | --version"
+                "usage: husk-monitor --config <monitor.json> | exec-sync ... | pause [--userns PIN] | userns | --version"
             );
             ExitCode::from(2)
         }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use husk_engine::sandbox::{
-    DnsConfig, NamespaceMode, NamespaceOptions, PodConfig, PortMapping, SandboxFilter,
-    SandboxRecord, SandboxState,
+    DnsConfig, IdMapping, NamespaceMode, NamespaceOptions, PodConfig, PortMapping, SandboxFilter,
+    SandboxRecord, SandboxState, UsernsConfig,
 };
 use k8s_cri::v1 as cri;
 use tonic::Status;
@@ -42,19 +42,49 @@ pub fn ns_options(o: Option<&cri::NamespaceOption>) -> Result<NamespaceOptions, 
     let Some(o) = o else {
         return Ok(NamespaceOptions::default());
     };
-    if o.userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
-    {
-        return Err(Status::invalid_argument(
-            "user namespaces are not supported by husk yet",
-        ));
-    }
     Ok(NamespaceOptions {
         network: ns_mode(o.network)?,
         pid: ns_mode(o.pid)?,
         ipc: ns_mode(o.ipc)?,
     })
+}
+
+/// CRI `userns_options` (the engine checks the rules: modes, one mapping, container id 0).
+pub fn userns(o: Option<&cri::NamespaceOption>) -> Result<Option<UsernsConfig>, Status> {
+    let Some(u) = o.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(None);
+    };
+    let maps = |v: &[cri::IdMapping]| {
+        v.iter()
+            .map(|m| IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    Ok(Some(UsernsConfig {
+        mode: ns_mode(u.mode)?,
+        uids: maps(&u.uids),
+        gids: maps(&u.gids),
+    }))
+}
+
+fn userns_cri(u: &UsernsConfig) -> cri::UserNamespace {
+    let maps = |v: &[IdMapping]| {
+        v.iter()
+            .map(|m| cri::IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    cri::UserNamespace {
+        mode: ns_mode_cri(u.mode),
+        uids: maps(&u.uids),
+        gids: maps(&u.gids),
+    }
 }
 
 /// The domain pod config of a RunPodSandbox request.
@@ -95,6 +125,7 @@ pub fn pod_config(c: Option<cri::PodSandboxConfig>, handler: String) -> Result<P
         cgroup_parent: linux.cgroup_parent,
         sysctls: btree(&linux.sysctls),
         namespaces: ns_options(sc.namespace_options.as_ref())?,
+        userns: userns(sc.namespace_options.as_ref())?,
         privileged: sc.privileged,
         runtime_handler: handler,
     })
@@ -138,7 +169,7 @@ pub fn pod_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
                     pid: ns_mode_cri(r.config.namespaces.pid),
                     ipc: ns_mode_cri(r.config.namespaces.ipc),
                     target_id: String::new(),
-                    userns_options: None,
+                    userns_options: r.config.userns.as_ref().map(userns_cri),
                 }),
             }),
         }),

@@ -72,36 +72,9 @@ pub fn create_pinned(req: &PinRequest) -> Result<(), NsError> {
 }
 
 fn in_new_namespaces(req: &PinRequest) -> Result<(), NsError> {
-    let mut flags = UnshareFlags::empty();
-    if req.net.is_some() {
-        flags |= UnshareFlags::NEWNET;
-    }
-    if req.ipc.is_some() {
-        flags |= UnshareFlags::NEWIPC;
-    }
-    if req.uts.is_some() {
-        flags |= UnshareFlags::NEWUTS;
-    }
-    // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES (fd tables shared across threads);
-    // we pass only namespace flags, on a thread that exits when this function returns.
-    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| NsError::Unshare {
-        flags: format!("{flags:?}"),
-        source: e.into(),
-    })?;
+    enter_new(req)?;
     let mut pinned: Vec<PathBuf> = Vec::new();
     let result = (|| {
-        if let (Some(_), Some(h)) = (&req.uts, &req.hostname) {
-            rustix::system::sethostname(h.as_bytes()).map_err(|e| NsError::Hostname {
-                hostname: h.clone(),
-                source: e.into(),
-            })?;
-        }
-        if req.net.is_some() && req.loopback_up {
-            loopback_up().map_err(|source| NsError::Loopback { source })?;
-        }
-        for (k, v) in &req.sysctls {
-            write_sysctl(k, v)?;
-        }
         for (kind, path) in [("net", &req.net), ("ipc", &req.ipc), ("uts", &req.uts)] {
             if let Some(p) = path {
                 pin(kind, p)?;
@@ -116,6 +89,64 @@ fn in_new_namespaces(req: &PinRequest) -> Result<(), NsError> {
         }
     }
     result
+}
+
+/// Moves the calling thread into new network/IPC/UTS namespaces as `req` asks (its pin paths
+/// say which; nothing is pinned) and sets them up: hostname, loopback, sysctls. For a process
+/// of its own (`husk-monitor userns`) that pins nothing itself: its parent pins
+/// `/proc/<pid>/ns/*`. Not for a thread of a process that must stay in its namespaces.
+pub fn enter_new(req: &PinRequest) -> Result<(), NsError> {
+    let mut flags = UnshareFlags::empty();
+    if req.net.is_some() {
+        flags |= UnshareFlags::NEWNET;
+    }
+    if req.ipc.is_some() {
+        flags |= UnshareFlags::NEWIPC;
+    }
+    if req.uts.is_some() {
+        flags |= UnshareFlags::NEWUTS;
+    }
+    // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES (fd tables shared across threads);
+    // we pass only namespace flags (the callers: a dedicated thread that exits right after, or
+    // a process of its own).
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| NsError::Unshare {
+        flags: format!("{flags:?}"),
+        source: e.into(),
+    })?;
+    if let (Some(_), Some(h)) = (&req.uts, &req.hostname) {
+        rustix::system::sethostname(h.as_bytes()).map_err(|e| NsError::Hostname {
+            hostname: h.clone(),
+            source: e.into(),
+        })?;
+    }
+    if req.net.is_some() && req.loopback_up {
+        loopback_up().map_err(|source| NsError::Loopback { source })?;
+    }
+    for (k, v) in &req.sysctls {
+        write_sysctl(k, v)?;
+    }
+    Ok(())
+}
+
+/// Moves the calling process into a new user namespace. Sound only in a single-threaded
+/// process (the kernel refuses it otherwise): `husk-monitor userns` calls it first thing.
+pub fn unshare_user() -> Result<(), NsError> {
+    // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES (fd tables shared across threads);
+    // we pass only CLONE_NEWUSER, which the kernel itself refuses in a multi-threaded process.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }.map_err(|e| NsError::Unshare {
+        flags: "NEWUSER".into(),
+        source: e.into(),
+    })
+}
+
+/// Moves the calling (single-threaded) process into the user namespace pinned at `pin`.
+pub fn join_user(pin: &Path) -> io::Result<()> {
+    let fd = fs::File::open(pin)?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&fd),
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )?;
+    Ok(())
 }
 
 /// Writes `/proc/sys/<key>` (dots become slashes) from the calling thread, so that per-namespace

@@ -1,6 +1,7 @@
 //! CreateContainer: image → overlay rootfs → OCI spec → monitor runs `<runtime> create` →
 //! CREATED. Every step is undone if a later one fails.
 
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use husk_monitor::config::MonitorConfig;
@@ -32,6 +33,17 @@ fn log_file(pod: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>> {
         )));
     }
     Ok(Some(Path::new(&pod.config.log_directory).join(p)))
+}
+
+/// The pinned user namespace of a pod that has its own, with its maps.
+fn pod_userns(pod: &SandboxRecord) -> Result<Option<(PathBuf, crate::sandbox::UsernsConfig)>> {
+    let Some(pin) = &pod.userns else {
+        return Ok(None);
+    };
+    let maps = pod.config.userns.clone().ok_or_else(|| {
+        EngineError::Invalid(format!("pod {} has a user namespace but no maps", pod.id))
+    })?;
+    Ok(Some((pin.clone(), maps)))
 }
 
 impl Engine {
@@ -156,6 +168,31 @@ impl Engine {
             std::fs::create_dir_all(&empty).map_err(|e| EngineError::io("create", &empty, e))?;
             lowers.push(empty);
         }
+        // A pod with its own user namespace: the layers go in idmapped (the container's root
+        // owns the image's files) and the writable layer belongs to the mapped root, so that
+        // what the container writes lands on disk with its host ids.
+        let userns = pod_userns(pod)?;
+        let layer_dir = monitor_dir.join("l");
+        if let Some((pin, u)) = &userns {
+            let ns_fd = std::fs::File::open(pin).map_err(|e| EngineError::io("open", pin, e))?;
+            let d = layer_dir.clone();
+            rb.push("release idmapped layers", async move {
+                let _ =
+                    tokio::task::spawn_blocking(move || super::staged::release_layers(&d)).await;
+            });
+            lowers = super::staged::idmapped_layers(&layer_dir, &lowers, ns_fd.as_fd())?;
+            let (uid, gid) = (
+                si::map_to_host(&u.uids, 0).unwrap_or(0),
+                si::map_to_host(&u.gids, 0).unwrap_or(0),
+            );
+            let upper = rw_dir.join("upper");
+            rustix::fs::chown(
+                &upper,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| EngineError::io("chown", &upper, e.into()))?;
+        }
         husk_sys::mount::overlay(
             &lowers,
             Some((&rw_dir.join("upper"), &rw_dir.join("work"))),
@@ -166,6 +203,10 @@ impl Engine {
             rb.push("unmount rootfs", async move {
                 let _ = husk_sys::mount::unmount_all(&r);
             });
+        }
+        if userns.is_some() {
+            // The overlay holds private clones of its layers.
+            super::staged::release_layers(&layer_dir)?;
         }
 
         let cgroups_path = self.cgroups_path(&pod.cgroup_parent, id);
@@ -208,6 +249,11 @@ impl Engine {
                 uts: pod.utsns.clone(),
                 pid: pod.pidns.clone(),
                 target_pid: self.target_pid_ns(&cfg)?,
+                user: userns.clone().map(|(path, u)| si::PodUserNamespace {
+                    path,
+                    uids: u.uids,
+                    gids: u.gids,
+                }),
             },
             rootfs: rootfs.clone(),
             cgroups_path: cgroups_path.clone(),
@@ -217,20 +263,28 @@ impl Engine {
             .features_of(&handler)
             .await
             .is_some_and(|f| f.native_rro);
-        if stage_rro {
+        let idmap_pin = userns.as_ref().map(|(p, _)| p.clone());
+        if stage_rro || idmap_pin.is_some() {
             let b = bundle.clone();
             rb.push("unstage mounts", async move {
                 let _ = tokio::task::spawn_blocking(move || super::staged::unstage_all(&b)).await;
             });
         }
         let spec_bundle = bundle.clone();
+        let staged_any = stage_rro || idmap_pin.is_some();
         let user = blocking(move || {
             let mut input = input;
             spec::ensure_host_paths(&input)?;
-            if stage_rro {
-                super::staged::stage_recursive_read_only(
+            let ns_fd = match &idmap_pin {
+                Some(p) => Some(std::fs::File::open(p).map_err(|e| EngineError::io("open", p, e))?),
+                None => None,
+            };
+            if stage_rro || ns_fd.is_some() {
+                super::staged::stage_mounts(
                     &spec_bundle,
                     &mut input.container.mounts,
+                    stage_rro,
+                    ns_fd.as_ref().map(|f| f.as_fd()),
                 )?;
             }
             let s = spec::generate(&input)?;
@@ -280,6 +334,13 @@ impl Engine {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
+        // The runtime has bound the staged trees into the container's mount namespace: ours
+        // go now, so that nothing of ours pins the host paths (a volume's owner may unmount
+        // and remove them while the container runs, as with any runtime).
+        if staged_any {
+            let b = bundle.clone();
+            blocking(move || super::staged::unstage_all(&b)).await?;
+        }
         {
             let (rt, i) = (runtime.clone(), id.to_string());
             rb.push("delete from runtime", async move {

@@ -1,8 +1,11 @@
 //! Mount trees husk makes for a container before its runtime runs, under `<bundle>/mounts/<n>`:
 //! recursive read-only copies of CRI volumes, for runtimes that cannot make them themselves
-//! (crun 1.8 has no `rro`). The runtime then binds the staged copy, which keeps its read-only
-//! flags on every submount. Blocking: call from a blocking thread.
+//! (crun 1.8 has no `rro`), and idmapped copies of the volumes of a pod with its own user
+//! namespace (neither runc 1.1 nor crun 1.8 makes idmapped mounts). The runtime then binds the
+//! staged copy, which keeps its flags and idmapping on every submount. Also the idmapped image
+//! layers an overlay rootfs of such a pod is made of. Blocking: call from a blocking thread.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use husk_sys::mount_tree::{TreeOptions, stage_tree};
@@ -15,14 +18,24 @@ pub(crate) fn staged_dir(bundle: &Path) -> PathBuf {
     bundle.join("mounts")
 }
 
-/// Replaces every recursive read-only mount in `mounts` with a staged read-only copy, so that a
-/// plain `ro` bind of it is read-only all the way down. Mounts whose propagation is not private
-/// are left alone (the spec rejects them with a clear error). On failure, the trees staged so
-/// far stay mounted for [`unstage_all`] to remove.
-pub(crate) fn stage_recursive_read_only(bundle: &Path, mounts: &mut [MountSpec]) -> Result<()> {
+/// With `stage_rro`, replaces every recursive read-only mount in `mounts` with a staged
+/// read-only copy, so that a plain `ro` bind of it is read-only all the way down (mounts whose
+/// propagation is not private are left alone: the spec rejects them with a clear error). With
+/// `idmap`, every mount is replaced by a copy idmapped through that user namespace. On failure,
+/// the trees staged so far stay mounted for [`unstage_all`] to remove.
+pub(crate) fn stage_mounts(
+    bundle: &Path,
+    mounts: &mut [MountSpec],
+    stage_rro: bool,
+    idmap: Option<BorrowedFd<'_>>,
+) -> Result<()> {
     let dir = staged_dir(bundle);
     for (i, m) in mounts.iter_mut().enumerate() {
-        if !(m.readonly && m.recursive_read_only && m.propagation == Propagation::Private) {
+        let rro = stage_rro
+            && m.readonly
+            && m.recursive_read_only
+            && m.propagation == Propagation::Private;
+        if !rro && idmap.is_none() {
             continue;
         }
         let src = PathBuf::from(&m.host_path);
@@ -40,17 +53,19 @@ pub(crate) fn stage_recursive_read_only(bundle: &Path, mounts: &mut [MountSpec])
             &target,
             &TreeOptions {
                 recursive: true,
-                readonly: true,
-                idmap: None,
+                readonly: rro,
+                idmap,
             },
         )
         .map_err(|e| EngineError::StageMount {
             host_path: src.clone(),
             source: e,
         })?;
-        tracing::debug!(src = %src.display(), staged = %target.display(), "staged a recursive read-only tree");
+        tracing::debug!(src = %src.display(), staged = %target.display(), rro, idmapped = idmap.is_some(), "staged a mount tree");
         m.host_path = target.to_string_lossy().into_owned();
-        m.recursive_read_only = false;
+        if rro {
+            m.recursive_read_only = false;
+        }
     }
     Ok(())
 }
@@ -93,6 +108,61 @@ pub(crate) fn unstage_all(bundle: &Path) -> Result<()> {
     }
 }
 
+/// Idmapped copies of the layer dirs of an overlay rootfs, at `<dir>/<n>`, for the overlay
+/// mount to use as its lower layers (overlayfs itself cannot be idmapped; its layers can).
+/// Overlayfs keeps private clones of its layers, so [`release_layers`] may detach these right
+/// after the overlay is mounted.
+pub(crate) fn idmapped_layers(
+    dir: &Path,
+    layers: &[PathBuf],
+    userns: BorrowedFd<'_>,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io("create", dir, e))?;
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let target = dir.join(i.to_string());
+        std::fs::create_dir_all(&target).map_err(|e| EngineError::io("create", &target, e))?;
+        stage_tree(
+            l,
+            &target,
+            &TreeOptions {
+                recursive: false,
+                readonly: true,
+                idmap: Some(userns),
+            },
+        )
+        .map_err(|e| EngineError::StageMount {
+            host_path: l.clone(),
+            source: e,
+        })?;
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// Detaches and removes the layer copies of [`idmapped_layers`]. Idempotent.
+pub(crate) fn release_layers(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EngineError::io("read", dir, e)),
+    };
+    for entry in entries {
+        let p = entry.map_err(|e| EngineError::io("read", dir, e))?.path();
+        husk_sys::mount::unmount_all(&p).map_err(|e| EngineError::io("unmount", &p, e))?;
+        match std::fs::remove_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::io("remove", &p, e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::io("remove", dir, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +187,7 @@ mod tests {
             spec(dir.path(), true, true, Propagation::HostToContainer),
         ];
         let before = mounts.clone();
-        stage_recursive_read_only(&bundle, &mut mounts).unwrap();
+        stage_mounts(&bundle, &mut mounts, true, None).unwrap();
         assert_eq!(mounts, before);
         assert!(!staged_dir(&bundle).exists());
         unstage_all(&bundle).unwrap();
@@ -133,7 +203,7 @@ mod tests {
             true,
             Propagation::Private,
         )];
-        assert!(stage_recursive_read_only(&bundle, &mut mounts).is_err());
+        assert!(stage_mounts(&bundle, &mut mounts, true, None).is_err());
         unstage_all(&bundle).unwrap();
         assert!(!staged_dir(&bundle).exists());
     }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use husk_sys::ns::{self, PinRequest};
 
-use super::{NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files, network};
+use super::{
+    NamespaceMode, PodConfig, SandboxFilter, SandboxRecord, SandboxState, files, network, userns,
+};
 use crate::engine::{Engine, now_nanos};
 use crate::error::{EngineError, Result, blocking};
 use crate::events::EventKind;
@@ -13,6 +15,7 @@ use crate::rollback::Rollback;
 use crate::store::Record;
 
 fn validate(cfg: &PodConfig) -> Result<()> {
+    userns::validate(cfg)?;
     for (what, v) in [
         ("name", &cfg.name),
         ("uid", &cfg.uid),
@@ -167,7 +170,21 @@ impl Engine {
                 .collect(),
             loopback_up: true,
         };
-        if pin.net.is_some() || pin.ipc.is_some() || pin.uts.is_some() || !pin.sysctls.is_empty() {
+        let user_pin = userns::pod_maps(&cfg).map(|_| dir.join("ns/user"));
+        if let (Some(maps), Some(up)) = (userns::pod_maps(&cfg), &user_pin) {
+            userns::create_pinned(&self.cfg.monitor_bin, up, maps, &pin).await?;
+            let (p, up) = (pin.clone(), up.clone());
+            rb.push("unpin namespaces", async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    unpin_all(&[p.net, p.ipc, p.uts, Some(up)])
+                })
+                .await;
+            });
+        } else if pin.net.is_some()
+            || pin.ipc.is_some()
+            || pin.uts.is_some()
+            || !pin.sysctls.is_empty()
+        {
             let p = pin.clone();
             blocking(move || ns::create_pinned(&p).map_err(Into::into)).await?;
             let p = pin.clone();
@@ -178,7 +195,7 @@ impl Engine {
         }
 
         let (pidns, infra_pid) = if cfg.namespaces.pid == NamespaceMode::Pod {
-            let (ns, pid) = self.start_infra(&dir).await?;
+            let (ns, pid) = self.start_infra(&dir, user_pin.as_deref()).await?;
             let n = ns.clone();
             rb.push("stop pod infra", async move {
                 let _ = tokio::task::spawn_blocking(move || stop_infra(Some(pid), Some(&n))).await;
@@ -240,6 +257,7 @@ impl Engine {
             utsns: pin.uts,
             pidns,
             infra_pid,
+            userns: user_pin,
             shm,
             hostname_file,
             hosts_file,
@@ -341,9 +359,13 @@ impl Engine {
     }
 
     /// Starts the init of a pod-shared PID namespace and pins its namespace.
-    async fn start_infra(&self, dir: &Path) -> Result<(PathBuf, i32)> {
-        let spawn = tokio::process::Command::new(&self.cfg.monitor_bin)
-            .arg("pause")
+    async fn start_infra(&self, dir: &Path, userns: Option<&Path>) -> Result<(PathBuf, i32)> {
+        let mut cmd = tokio::process::Command::new(&self.cfg.monitor_bin);
+        cmd.arg("pause");
+        if let Some(u) = userns {
+            cmd.arg("--userns").arg(u);
+        }
+        let spawn = cmd
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -378,7 +400,13 @@ impl Engine {
     }
 
     async fn release_pod_resources(&self, rec: &SandboxRecord) -> Result<()> {
-        let pins = [rec.netns.clone(), rec.ipcns.clone(), rec.utsns.clone()];
+        // The user namespace last: it owns the others.
+        let pins = [
+            rec.netns.clone(),
+            rec.ipcns.clone(),
+            rec.utsns.clone(),
+            rec.userns.clone(),
+        ];
         let shm = rec.shm.clone();
         let (infra, pidns) = (rec.infra_pid, rec.pidns.clone());
         blocking(move || {

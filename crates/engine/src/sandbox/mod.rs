@@ -8,11 +8,13 @@
 //!     (nothing)
 //! ```
 //! A READY pod owns pinned network/IPC/UTS namespaces (unless it uses the host's), a `/dev/shm`
-//! tmpfs (unless host IPC), and its `hostname`/`hosts`/`resolv.conf` files. NOTREADY keeps
+//! tmpfs (unless host IPC), and its `hostname`/`hosts`/`resolv.conf` files; with a user
+//! namespace (mode POD) that namespace is pinned too and owns the others. NOTREADY keeps
 //! only the record and the containers' records; stop and remove are idempotent.
 
 mod files;
 mod lifecycle;
+mod userns;
 pub mod network;
 pub mod stats;
 
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::spec::input::{NamespaceMode, NamespaceOptions};
+pub use crate::spec::input::{IdMapping, NamespaceMode, NamespaceOptions};
 use crate::store::Record;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -57,6 +59,17 @@ pub struct PodConfig {
     pub namespaces: NamespaceOptions,
     pub privileged: bool,
     pub runtime_handler: String,
+    /// CRI `userns_options`; `None` is the host's user namespace (mode NODE).
+    #[serde(default)]
+    pub userns: Option<UsernsConfig>,
+}
+
+/// A pod's user namespace as asked (CRI `UserNamespace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UsernsConfig {
+    pub mode: NamespaceMode,
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
 }
 
 impl PodConfig {
@@ -94,6 +107,9 @@ pub struct SandboxRecord {
     /// The pod-shared PID namespace (pid = POD) and its init, a `husk-monitor pause` process.
     pub pidns: Option<PathBuf>,
     pub infra_pid: Option<i32>,
+    /// The pod's own user namespace (pinned), which owns its other namespaces.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     /// The pod's `/dev/shm` (None: the host's).
     pub shm: Option<PathBuf>,
     pub hostname_file: PathBuf,

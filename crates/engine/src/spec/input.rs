@@ -230,6 +230,38 @@ pub struct PodNamespaces {
     pub pid: Option<PathBuf>,
     /// The pid namespace of the target container; required when pid mode is `Target`.
     pub target_pid: Option<PathBuf>,
+    /// The pod's user namespace (pinned) and its maps, when the pod has one.
+    #[serde(default)]
+    pub user: Option<PodUserNamespace>,
+}
+
+/// A pinned user namespace and the maps it was made with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodUserNamespace {
+    pub path: PathBuf,
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
+/// One range of a user namespace's uid or gid map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    /// The host id of `id` inside the namespace, if this range maps it.
+    pub fn host_of(&self, id: u32) -> Option<u32> {
+        let off = id.checked_sub(self.container_id)?;
+        (off < self.length).then(|| self.host_id + off)
+    }
+}
+
+/// The host id that `id` maps to through `maps` (`None`: unmapped).
+pub fn map_to_host(maps: &[IdMapping], id: u32) -> Option<u32> {
+    maps.iter().find_map(|m| m.host_of(id))
 }
 
 /// Facts about the host and the daemon; see [`HostInfo::detect`].

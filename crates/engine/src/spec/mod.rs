@@ -184,8 +184,8 @@ pub fn generate_with(input: &SpecInput, host: &dyn HostOps) -> Result<Spec, Spec
     let mut linux = Linux::default();
     linux
         .set_net_devices(None)
-        .set_uid_mappings(None)
-        .set_gid_mappings(None)
+        .set_uid_mappings(input.namespaces.user.as_ref().map(|u| id_mappings(&u.uids)))
+        .set_gid_mappings(input.namespaces.user.as_ref().map(|u| id_mappings(&u.gids)))
         .set_sysctl(None)
         .set_resources(Some(resources))
         .set_cgroups_path(
@@ -292,6 +292,21 @@ fn apparmor_profile(input: &SpecInput, host: &dyn HostOps) -> Result<Option<Stri
             Ok(Some(name.to_string()))
         }
     }
+}
+
+/// The runtimes want the maps of a user namespace they join by path too (runc refuses a
+/// user namespace without them).
+fn id_mappings(maps: &[input::IdMapping]) -> Vec<oci_spec::runtime::LinuxIdMapping> {
+    maps.iter()
+        .filter_map(|m| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .ok()
+        })
+        .collect()
 }
 
 /// The OCI `linux.resources` for an update of a running container (no device rules): what

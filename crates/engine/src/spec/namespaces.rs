@@ -1,5 +1,6 @@
 //! Namespaces: join the pod's pinned network/ipc/uts namespaces, pid per mode, a new mount
-//! namespace always, a new cgroup namespace on cgroup v2 (not for privileged containers).
+//! namespace always, a new cgroup namespace on cgroup v2 (not for privileged containers), and
+//! the pod's pinned user namespace when it has one.
 
 use std::path::PathBuf;
 
@@ -67,6 +68,10 @@ pub(crate) fn build(input: &SpecInput) -> Result<Vec<LinuxNamespace>, SpecError>
     ));
     if input.host.cgroup_v2 && !input.container.security.privileged {
         out.push(ns(LinuxNamespaceType::Cgroup, None));
+    }
+    // Every container of a user-namespaced pod joins the pod's user namespace.
+    if let Some(u) = &paths.user {
+        out.push(ns(LinuxNamespaceType::User, Some(u.path.clone())));
     }
     Ok(out)
 }

@@ -156,6 +156,7 @@ pub(crate) fn base_input(rootfs: &Path) -> SpecInput {
             uts: Some("/run/husk/ns/uts-5and".into()),
             pid: None,
             target_pid: None,
+            user: None,
         },
         rootfs: rootfs.to_path_buf(),
         cgroups_path: "/kubepods/pod-uid-1/c0ffee".into(),
