@@ -37,6 +37,11 @@ if ! python3 -c 'import websockets' >/dev/null 2>&1; then
   echo "setup: installing the Python websockets package"
   python3 -m pip install --quiet websockets
 fi
+# gRPC C-core clients send the socket's path as :authority (crates/huskd/tests/grpcio_interop.rs).
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "setup: installing the Python grpcio package"
+  python3 -m pip install --quiet grpcio
+fi
 command -v npm >/dev/null 2>&1 || { echo "setup: npm is needed by the streaming interop tests" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -14,6 +14,7 @@ mod rpclog;
 mod runtime;
 mod status;
 mod stream;
+pub mod uds_authority;
 
 use std::sync::Arc;
 
