@@ -146,6 +146,14 @@ impl StreamBackend for EngineBackend {
             resize,
             cancel,
         } = io;
+        // As containerd: when the client's stdin ends, a `stdin_once` container without a tty
+        // gets EOF on its stdin and the session lasts until its output ends; any other detaches
+        // at once (kubelet's clients wait for the server to end the session).
+        let detach_at_eof = self
+            .engine
+            .container(&req.container_id)
+            .map(|c| !c.config.stdin_once || c.config.settings.tty)
+            .unwrap_or(true);
         let (mut reader, writer) = self
             .engine
             .attach(
@@ -168,7 +176,7 @@ impl StreamBackend for EngineBackend {
         }
         // Client → container: stdin and resizes share the monitor connection's write half.
         let writer = Arc::new(tokio::sync::Mutex::new(Some(writer)));
-        let input = stdin.map(|mut r| {
+        let mut input = stdin.map(|mut r| {
             let writer = writer.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 32 * 1024];
@@ -235,6 +243,17 @@ impl StreamBackend for EngineBackend {
                     Err(e) => break Err(BackendError::new(format!("attach: {e}"))),
                 },
                 () = cancel.cancelled() => break Ok(ExitStatus::new(0)),
+                _ = async {
+                    match input.as_mut() {
+                        Some(t) => t.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    input = None;
+                    if detach_at_eof {
+                        break Ok(ExitStatus::new(0));
+                    }
+                }
             }
         };
         if let Some(t) = input {

@@ -12,7 +12,9 @@
 //! - SPDY/3.1 exec/attach (`X-Stream-Protocol-Version`: `v5`…`v2.channel.k8s.io`,
 //!   `channel.k8s.io`): client-opened streams named by `streamType`.
 //! - Port-forward: `portforward.k8s.io` over SPDY (data + error stream pairs by `requestID`,
-//!   port in `port`), and `v4.channel.k8s.io` over WebSocket (two channels per port, each
+//!   port in `port`), the same SPDY session tunnelled through a WebSocket
+//!   (`SPDY/3.1+portforward.k8s.io`: binary messages carry the SPDY byte stream; kubectl and
+//!   crictl ≥ 1.30), and `v4.channel.k8s.io` over WebSocket (two channels per port, each
 //!   opened by the port number, little-endian).
 //!
 //! With the `client` feature, the `client` module connects to those URLs (WebSocket

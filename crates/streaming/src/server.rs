@@ -314,6 +314,19 @@ fn port_forward(
     req: Request<Incoming>,
     pf: PortForwardRequest,
 ) -> Response<Body> {
+    if ws::is_websocket(req.headers()) && ws::offers_tunnel(req.headers()) {
+        // SPDY inside the WebSocket (kubectl/crictl ≥ 1.30): ports come in stream headers.
+        let (resp, _) = match ws::handshake(req.method(), req.headers(), ws::TUNNEL_PROTOCOLS) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
+        };
+        let backend = inner.backend.clone();
+        let timeout = inner.config.stream_creation_timeout;
+        upgrade_then(req, move |io| {
+            ws::serve_tunnelled_port_forward(io, pf.pod_id, pf.ports, backend, timeout)
+        });
+        return resp;
+    }
     if ws::is_websocket(req.headers()) {
         let ports = if pf.ports.is_empty() {
             match query_ports(req.uri().query()) {

@@ -25,6 +25,8 @@ pub(crate) enum Codec {
     Binary,
     /// Text messages: channel as an ASCII digit, then base64 data.
     Base64,
+    /// Binary messages carrying a byte stream, no channels (a tunnel; events are channel 0).
+    Raw,
 }
 
 /// What the writer task sends.
@@ -50,6 +52,7 @@ fn encode(msg: &WsOut, codec: Codec, out: &mut BytesMut) -> bool {
                 base64::engine::general_purpose::STANDARD.encode_string(data, &mut text);
                 frame::encode(true, Opcode::Text, text.as_bytes(), None, out);
             }
+            Codec::Raw => frame::encode(true, Opcode::Binary, data, None, out),
         },
         WsOut::Pong(p) => frame::encode(true, Opcode::Pong, p, None, out),
         WsOut::Close { code, reason } => {
@@ -116,6 +119,8 @@ pub(crate) enum WsError {
     BadBase64,
     #[error("close signal for unknown channel {0}")]
     BadChannel(u8),
+    #[error("a tunnel carries binary messages only")]
+    TextInTunnel,
 }
 
 impl WsError {
@@ -124,7 +129,9 @@ impl WsError {
         match self {
             Self::Frame(e) => e.close_code(),
             Self::Io(_) => close_code::INTERNAL_ERROR,
-            Self::BadCloseSignal | Self::BadChannel(_) => close_code::PROTOCOL_ERROR,
+            Self::BadCloseSignal | Self::BadChannel(_) | Self::TextInTunnel => {
+                close_code::PROTOCOL_ERROR
+            }
             Self::BadBase64 => close_code::INVALID_DATA,
         }
     }
@@ -181,6 +188,9 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
                     let _ = self.tx.send(close).await;
                     return Ok(WsEvent::Closed);
                 }
+                Message::Text(_) if self.codec == Codec::Raw => {
+                    return Err(WsError::TextInTunnel);
+                }
                 Message::Text(d) | Message::Binary(d) => {
                     if let Some(ev) = self.channel_event(d)? {
                         return Ok(ev);
@@ -201,6 +211,10 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
             };
         }
         Ok(Some(match self.codec {
+            Codec::Raw => WsEvent::Data {
+                channel: 0,
+                data: d,
+            },
             Codec::Binary => WsEvent::Data {
                 channel: first,
                 data: d.slice(1..),
@@ -216,7 +230,6 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
     }
 }
 
-/// Sends a close frame for `err` (best effort).
 /// Ends a session: a normal close after everything queued, then the reader gets a moment to
 /// see the client's close before it is stopped.
 pub(crate) async fn close_normally(
@@ -240,6 +253,7 @@ pub(crate) async fn close_normally(
     }
 }
 
+/// Sends a close frame for `err` (best effort).
 pub(crate) async fn close_with_error(tx: &mpsc::Sender<WsOut>, err: &WsError) {
     tracing::debug!(error = %err, "closing websocket stream connection");
     let close = WsOut::Close {

@@ -1,10 +1,12 @@
 //! WebSocket transport: the handshake, the channel-multiplexed connection, exec/attach and
-//! port-forward sessions (`v4`/`v5.channel.k8s.io`, `base64.channel.k8s.io`).
+//! port-forward sessions (`v4`/`v5.channel.k8s.io`, `base64.channel.k8s.io`), and SPDY
+//! port-forward tunnelled through it (`SPDY/3.1+portforward.k8s.io`).
 
 mod conn;
 mod exec;
 pub mod frame;
 mod portforward;
+mod tunnel;
 
 use base64::Engine as _;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -16,6 +18,10 @@ use crate::server::{Body, plain};
 pub(crate) use exec::{PROTOCOLS as EXEC_PROTOCOLS, serve as serve_exec};
 pub(crate) use portforward::{
     MAX_PORTS, PROTOCOLS as PORT_FORWARD_PROTOCOLS, serve as serve_port_forward,
+};
+pub(crate) use tunnel::{
+    PROTOCOLS as TUNNEL_PROTOCOLS, offers_tunnel,
+    serve_port_forward as serve_tunnelled_port_forward,
 };
 
 /// The GUID RFC 6455 appends to the client's key.
