@@ -394,12 +394,8 @@ async fn port_forward_to_an_unknown_pod_fails_at_once() {
 /// SIGWINCH, and the terminal restored afterwards.
 #[tokio::test]
 async fn exec_tty_uses_raw_mode_and_restores_the_terminal() {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: util-linux script is not installed");
+    // util-linux `script`: a skip note without it, a failure under HUSK_REQUIRE_SYSTEM=1.
+    if !husk_test_support::require_system("script") {
         return;
     }
     let d = start().await;

@@ -88,6 +88,9 @@ pub struct RegistryConfig {
     pub config_path: PathBuf,
     /// Blob downloads at once, across all pulls.
     pub max_concurrent_downloads: usize,
+    /// The most bytes an ImportImage archive may hold (and the tar inside it when compressed);
+    /// more is refused with RESOURCE_EXHAUSTED. Default 4 GiB.
+    pub max_import_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -145,6 +148,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             config_path: "/etc/husk/certs.d".into(),
             max_concurrent_downloads: 3,
+            max_import_bytes: husk_image::DEFAULT_MAX_IMPORT_BYTES,
         }
     }
 }
@@ -277,6 +281,9 @@ impl Config {
         }
         if self.registry.max_concurrent_downloads == 0 {
             bail!("registry.max_concurrent_downloads = 0: must be at least 1");
+        }
+        if self.registry.max_import_bytes == 0 {
+            bail!("registry.max_import_bytes = 0: must be at least 1");
         }
         for (name, rt) in &self.runtimes {
             if rt.path.trim().is_empty() {
@@ -459,5 +466,20 @@ default_runtime = "runc"
             Config::load(&missing, false, &ov).unwrap().root,
             PathBuf::from("/tmp/r")
         );
+    }
+
+    #[test]
+    fn max_import_bytes_defaults_to_4_gib_and_is_checked() {
+        assert_eq!(Config::default().registry.max_import_bytes, 4 << 30);
+        let c = Config::parse("[registry]\nmax_import_bytes = 1048576", &p()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.registry.max_import_bytes, 1 << 20);
+        let c = Config::parse("[registry]\nmax_import_bytes = 0", &p()).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("registry.max_import_bytes"), "{e}");
+        let e = Config::parse("[registry]\nmax_import_bytes = -1", &p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_import_bytes"), "{e}");
     }
 }

@@ -16,7 +16,6 @@ use husk_image::{ImageService, ImageServiceConfig};
 use husk_server::{DaemonInfo, RpcLogLayer, Services};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::{Config, DEFAULT_CONFIG, Overrides};
 
@@ -104,7 +103,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .parent()
         .context("socket path has no parent directory")?;
     if sock_dir != cfg.state_dir {
-        mkdir(sock_dir, 0o700)?;
+        // Private, unless the state or the root lies below it: containers in user namespaces
+        // resolve paths there with unmapped ids and need to search it (never list it).
+        let below = cfg.state_dir.starts_with(sock_dir) || cfg.root.starts_with(sock_dir);
+        mkdir(sock_dir, if below { 0o711 } else { 0o700 })?;
     }
     // The Prometheus endpoint is bound first (a taken address stops huskd at once) and
     // recording starts before recovery, which may find OOM kills.
@@ -129,6 +131,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let mut icfg = ImageServiceConfig::new(&cfg.root, &cfg.registry.config_path);
     icfg.max_concurrent_downloads = cfg.registry.max_concurrent_downloads;
+    icfg.max_import_bytes = cfg.registry.max_import_bytes;
     let images = Arc::new(
         tokio::task::spawn_blocking(move || ImageService::open(icfg))
             .await?
@@ -202,7 +205,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .add_service(services.runtime_server())
         .add_service(services.image_server())
         .add_service(services.husk_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        // gRPC C-core and grpc-java clients send the socket's path as :authority, which h2
+        // rejects: the shim rewrites it.
+        .serve_with_incoming_shutdown(husk_server::uds_authority::incoming(listener), async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         });
     // Clients (the kubelet) keep connections open: in-flight RPCs get a grace period, then we go.

@@ -226,3 +226,80 @@ async fn importing_a_pulled_image_adds_names_only() {
     assert_eq!(after.repo_tags.len(), 2);
     assert!(after.repo_digests.contains(&before.repo_digests[0]));
 }
+
+/// `[registry] max_import_bytes` bounds an archive as received and the tar inside a compressed
+/// one; more is RESOURCE_EXHAUSTED, and nothing of the refused import stays behind.
+#[tokio::test]
+async fn imports_over_the_size_limit_are_resource_exhausted() {
+    const LIMIT: u64 = 256 << 10;
+    let h = husk_test_support::Huskd::start(
+        husk_test_support::HuskdOptions::new(env!("CARGO_BIN_EXE_huskd"))
+            .extra_config(&format!("[registry]\nmax_import_bytes = {LIMIT}\n")),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = h.image_client().await.unwrap();
+
+    // Under the limit: imported.
+    let small = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file("hello", "hi", 0o644, 0, 0)
+                .build(Compression::Gzip),
+        )
+        .build();
+    let small_tar = dir.path().join("small.tar");
+    write_docker_save_archive(&small, &["small:1"], &small_tar).unwrap();
+    assert!(std::fs::metadata(&small_tar).unwrap().len() < LIMIT);
+    let res = import(&h, &small_tar).await.unwrap();
+    assert_eq!(res.images[0].id, small.image_id());
+
+    // Over it as sent: busybox is a megabyte or more.
+    let big = busybox_image(&["sh"]).unwrap().build();
+    let big_tar = dir.path().join("big.tar");
+    write_docker_save_archive(&big, &["big:1"], &big_tar).unwrap();
+    assert!(std::fs::metadata(&big_tar).unwrap().len() > LIMIT);
+    let err = import(&h, &big_tar).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("import limit"), "{err:?}");
+
+    // Small as sent, over it once decompressed: a megabyte of zeros in an uncompressed layer,
+    // the archive gzipped.
+    let zeros = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file("zeros", vec![0u8; 1 << 20], 0o644, 0, 0)
+                .build(Compression::None),
+        )
+        .build();
+    let zeros_tar = dir.path().join("zeros.tar");
+    write_docker_save_archive(&zeros, &["zeros:1"], &zeros_tar).unwrap();
+    let gz = std::process::Command::new("gzip")
+        .arg("-k")
+        .arg(&zeros_tar)
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    let zeros_gz = dir.path().join("zeros.tar.gz");
+    assert!(std::fs::metadata(&zeros_gz).unwrap().len() < LIMIT);
+    let err = import(&h, &zeros_gz).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    let names: Vec<Vec<String>> = list(&mut c)
+        .await
+        .into_iter()
+        .map(|i| i.repo_tags)
+        .collect();
+    assert_eq!(names, [["docker.io/library/small:1"]]);
+    let ingest = h.root_dir().join("content/ingest");
+    let left: Vec<_> = std::fs::read_dir(&ingest).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "partial blobs left in {ingest:?}: {left:?}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(h.root_dir().join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(tmp.is_empty(), "received archives left: {tmp:?}");
+}

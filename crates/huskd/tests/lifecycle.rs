@@ -516,3 +516,49 @@ async fn pod_shared_pid_namespace() {
     }
     env.teardown().await;
 }
+
+/// ExecSync of a flood (200 MB on stdout) answers with nearly 16 MiB, all of the response
+/// decodable by a client with the kubelet's (and crictl's) 16 MiB message limit; a short
+/// message on stderr after a flood on stdout is kept whole.
+#[tokio::test]
+async fn exec_sync_of_a_flood_fits_the_kubelets_message_limit() {
+    const LIMIT: usize = 16 << 20;
+    let mut env = Env::new().await;
+    let mut kubelet =
+        cri::runtime_service_client::RuntimeServiceClient::new(env.h.channel().await.unwrap())
+            .max_decoding_message_size(LIMIT);
+    for rt in RUNTIMES {
+        let (pod, c) = env
+            .run(&format!("flood-{rt}"), rt, &["sleep", "1000"])
+            .await;
+        let r = sh_exec(&mut kubelet, &c, "head -c 200000000 /dev/zero").await;
+        assert_eq!(r.exit_code, 0, "{rt}");
+        assert!(r.stderr.is_empty(), "{rt}");
+        assert!(
+            r.stdout.len() > LIMIT - 4096 && r.stdout.len() < LIMIT,
+            "{rt}: {} bytes",
+            r.stdout.len()
+        );
+        assert!(r.stdout.iter().all(|&b| b == 0), "{rt}");
+
+        let script = "head -c 200000000 /dev/zero; echo oops >&2; exit 3";
+        let r = sh_exec(&mut kubelet, &c, script).await;
+        assert_eq!(r.exit_code, 3, "{rt}");
+        assert_eq!(r.stderr, b"oops\n", "{rt}");
+        assert!(r.stdout.len() + r.stderr.len() > LIMIT - 4096, "{rt}");
+        env.remove_pod(&pod).await;
+    }
+    env.teardown().await;
+}
+
+async fn sh_exec(client: &mut RuntimeClient, id: &str, script: &str) -> cri::ExecSyncResponse {
+    client
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 60,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e:?}"))
+        .into_inner()
+}

@@ -99,29 +99,36 @@ impl ContentStore {
     pub fn write_from_reader(&self, mut reader: impl Read) -> Result<(Digest, u64)> {
         let tmp_dir = self.root.join("ingest");
         let mut tmp = tempfile_in(&tmp_dir)?;
-        let mut digester = Digester::sha256();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| ImageError::io("read", &tmp.1, e))?;
-            if n == 0 {
-                break;
+        let written = (|| {
+            let mut digester = Digester::sha256();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n_total = 0u64;
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| ImageError::io("read", &tmp.1, e))?;
+                if n == 0 {
+                    break;
+                }
+                digester.update(&buf[..n]);
+                tmp.0
+                    .write_all(&buf[..n])
+                    .map_err(|e| ImageError::io("write", &tmp.1, e))?;
+                n_total += n as u64;
             }
-            digester.update(&buf[..n]);
+            let d = digester.finish();
             tmp.0
-                .write_all(&buf[..n])
-                .map_err(|e| ImageError::io("write", &tmp.1, e))?;
-            n_total += n as u64;
+                .sync_all()
+                .map_err(|e| ImageError::io("fsync", &tmp.1, e))?;
+            let dest = self.blob_path(&d);
+            fs::rename(&tmp.1, &dest).map_err(|e| ImageError::io("rename", &dest, e))?;
+            Ok((d, n_total))
+        })();
+        if written.is_err() {
+            // A reader that failed midway (a truncated archive) leaves no partial file.
+            let _ = fs::remove_file(&tmp.1);
         }
-        let d = digester.finish();
-        tmp.0
-            .sync_all()
-            .map_err(|e| ImageError::io("fsync", &tmp.1, e))?;
-        let dest = self.blob_path(&d);
-        fs::rename(&tmp.1, &dest).map_err(|e| ImageError::io("rename", &dest, e))?;
-        Ok((d, n_total))
+        written
     }
 
     /// Deletes a committed blob (missing is fine).

@@ -79,6 +79,8 @@ pub enum ImageError {
     },
     #[error("invalid image archive: {message}")]
     InvalidArchive { message: String },
+    #[error("image archive is over the import limit of {limit} bytes")]
+    ImportTooLarge { limit: u64 },
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
         digest: Digest,
@@ -127,6 +129,7 @@ impl ImageError {
                 ErrorKind::FailedPrecondition
             }
             InUse { .. } => ErrorKind::FailedPrecondition,
+            ImportTooLarge { .. } => ErrorKind::ResourceExhausted,
             Hosts { .. } => ErrorKind::FailedPrecondition,
             Io { .. } | CorruptMetadata { .. } | Task { .. } => ErrorKind::Internal,
         }

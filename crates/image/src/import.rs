@@ -3,9 +3,11 @@
 //! `Layers`), plain or gzip-compressed tar. Blobs stream into the content store (verified where
 //! the archive names their digest) and layers unpack like pulled ones.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::Deserialize;
 
@@ -68,7 +70,8 @@ impl ImageService {
         let _gc = self.gc_read().await;
         let content = self.content().clone();
         let p = path.to_path_buf();
-        let scanned = blocking(move || scan(&content, &p)).await?;
+        let limit = self.max_import_bytes;
+        let scanned = blocking(move || scan(&content, &p, limit)).await?;
         let found = if scanned.small.contains_key("manifest.json") {
             self.docker_archive(&scanned).await?
         } else if scanned.small.contains_key("index.json") {
@@ -257,14 +260,40 @@ impl ImageService {
 use crate::manifest::Platform;
 
 /// Streams every regular file of the archive into the content store (small metadata files are
-/// kept in memory too). Files under `blobs/<alg>/<hex>` must hash to their name.
-fn scan(content: &crate::content::ContentStore, path: &Path) -> Result<Scanned> {
+/// kept in memory too). Files under `blobs/<alg>/<hex>` must hash to their name. The archive,
+/// and the tar inside it when compressed, may hold at most `limit` bytes.
+fn scan(content: &crate::content::ContentStore, path: &Path, limit: u64) -> Result<Scanned> {
     let f = std::fs::File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ImageError::io("stat", path, e))?
+        .len();
+    if len > limit {
+        return Err(ImageError::ImportTooLarge { limit });
+    }
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().map_err(|e| ImageError::io("read", path, e))?;
     let comp = Compression::detect(head);
     let reader =
         crate::unpack::decompress(r, comp).map_err(|e| bad(format!("decompressing: {e}")))?;
+    let over = Rc::new(Cell::new(false));
+    let capped = Capped {
+        inner: reader,
+        left: limit,
+        over: over.clone(),
+    };
+    // Whatever error the cut-off stream caused (a short blob, a truncated tar), the cause is
+    // the limit.
+    scan_tar(content, capped).map_err(|e| {
+        if over.get() {
+            ImageError::ImportTooLarge { limit }
+        } else {
+            e
+        }
+    })
+}
+
+fn scan_tar(content: &crate::content::ContentStore, reader: impl Read) -> Result<Scanned> {
     let mut ar = tar::Archive::new(reader);
     let mut out = Scanned::default();
     for entry in ar.entries().map_err(|e| bad(format!("reading tar: {e}")))? {
@@ -305,4 +334,61 @@ fn scan(content: &crate::content::ContentStore, path: &Path) -> Result<Scanned> 
         out.files.insert(name, (digest, size));
     }
     Ok(out)
+}
+
+/// A reader that fails once more than `left` bytes would be read, setting `over`.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    over: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the limit: fine if the stream ends here, else it is over.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.over.set(true);
+            return Err(std::io::Error::other("over the import limit"));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_capped(data: &[u8], limit: u64) -> (std::io::Result<Vec<u8>>, bool) {
+        let over = Rc::new(Cell::new(false));
+        let mut r = Capped {
+            inner: data,
+            left: limit,
+            over: over.clone(),
+        };
+        let mut out = Vec::new();
+        let res = r.read_to_end(&mut out).map(|_| out);
+        (res, over.get())
+    }
+
+    #[test]
+    fn capped_reads_up_to_the_limit_and_fails_past_it() {
+        let (got, over) = read_capped(b"12345", 5);
+        assert_eq!((got.unwrap(), over), (b"12345".to_vec(), false));
+        let (got, over) = read_capped(b"123456", 5);
+        assert!(got.is_err() && over);
+        let (got, over) = read_capped(b"", 0);
+        assert_eq!((got.unwrap(), over), (Vec::new(), false));
+    }
 }

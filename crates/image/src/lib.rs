@@ -3,6 +3,7 @@
 //! snapshots keyed by chain ID, and the image index with garbage collection.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod content;
 pub mod digest;
 pub mod error;
@@ -17,9 +18,8 @@ pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
+pub use config::{DEFAULT_MAX_IMPORT_BYTES, ImageServiceConfig};
 pub use error::{ErrorKind, ImageError};
 pub use registry::Credentials;
-pub use service::{
-    FsUsage, ImageService, ImageServiceConfig, LayerPhase, LayerProgress, PullEvent, PullResult,
-};
+pub use service::{FsUsage, ImageService, LayerPhase, LayerProgress, PullEvent, PullResult};
 pub use store::ImageRecord;

@@ -117,6 +117,26 @@ struct CachedToken {
     expires: Instant,
 }
 
+/// A token's lifetime when the token server gives none (the distribution spec's default).
+const DEFAULT_TOKEN_TTL: u64 = 60;
+/// The longest a token is cached, whatever its `expires_in` says.
+const MAX_TOKEN_TTL: u64 = 24 * 3600;
+
+/// When a token fetched at `now` stops being used: its `expires_in` (seconds; absent or not a
+/// number: 60) clamped to 10 s … 24 h, less 5 s of margin. A huge, negative or fractional
+/// value never overflows the clock.
+fn token_expiry(now: Instant, expires_in: Option<&serde_json::Value>) -> Instant {
+    let secs = match expires_in {
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            // Negative → 0, fractions truncated, huge floats saturate.
+            .unwrap_or_else(|| n.as_f64().map_or(DEFAULT_TOKEN_TTL, |f| f as u64)),
+        _ => DEFAULT_TOKEN_TTL,
+    };
+    let ttl = Duration::from_secs(secs.clamp(10, MAX_TOKEN_TTL) - 5);
+    now.checked_add(ttl).unwrap_or(now)
+}
+
 /// A shared client: HTTP connections per host, cached tokens.
 pub struct RegistryClient {
     hosts: HostsConfig,
@@ -507,7 +527,7 @@ impl Repo<'_> {
                     #[serde(default)]
                     access_token: String,
                     #[serde(default)]
-                    expires_in: Option<u64>,
+                    expires_in: Option<serde_json::Value>,
                 }
                 let t: TokenResponse = resp
                     .json()
@@ -522,12 +542,11 @@ impl Repo<'_> {
                     return Err(fail("token server returned no token".into()));
                 }
                 let header = format!("Bearer {token}");
-                let ttl = t.expires_in.unwrap_or(60).max(10) - 5;
                 lock(&self.client.tokens).insert(
                     (host.to_string(), scope.to_string()),
                     CachedToken {
                         header: header.clone(),
-                        expires: Instant::now() + Duration::from_secs(ttl),
+                        expires: token_expiry(Instant::now(), t.expires_in.as_ref()),
                     },
                 );
                 Ok(header)
@@ -673,6 +692,26 @@ mod tests {
         let b = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
         assert_eq!(b.scheme, "basic");
         assert_eq!(b.params["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn token_lifetimes_are_clamped() {
+        let now = Instant::now();
+        let at = |v: serde_json::Value| token_expiry(now, Some(&v)) - now;
+        let secs = Duration::from_secs;
+        assert_eq!(token_expiry(now, None) - now, secs(55));
+        assert_eq!(at(serde_json::json!(300)), secs(295));
+        assert_eq!(at(serde_json::json!(0)), secs(5));
+        assert_eq!(at(serde_json::json!(-3)), secs(5));
+        assert_eq!(at(serde_json::json!(120.9)), secs(115));
+        assert_eq!(at(serde_json::json!("300")), secs(55));
+        for huge in [
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MAX),
+            serde_json::json!(1e300),
+        ] {
+            assert_eq!(at(huge), secs(MAX_TOKEN_TTL - 5));
+        }
     }
 
     #[test]

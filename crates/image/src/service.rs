@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use tokio::sync::{Semaphore, mpsc};
 
+pub use crate::config::ImageServiceConfig;
 use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
@@ -24,30 +25,6 @@ use crate::registry::{Credentials, RegistryClient, Repo};
 use crate::snapshot::Snapshotter;
 use crate::store::{ImageRecord, ImageStore, LayerRecord, Match, RECORD_VERSION};
 use crate::unpack::{self, Compression, UnpackOptions};
-
-/// Settings of the image service.
-#[derive(Debug, Clone)]
-pub struct ImageServiceConfig {
-    /// Persistent root (content, snapshots, images live below it).
-    pub root: PathBuf,
-    /// containerd-style `hosts.toml` directory.
-    pub registry_config_path: PathBuf,
-    /// Blob downloads at once, across all pulls.
-    pub max_concurrent_downloads: usize,
-    /// The platform to pull for.
-    pub platform: Platform,
-}
-
-impl ImageServiceConfig {
-    pub fn new(root: impl Into<PathBuf>, registry_config_path: impl Into<PathBuf>) -> Self {
-        ImageServiceConfig {
-            root: root.into(),
-            registry_config_path: registry_config_path.into(),
-            max_concurrent_downloads: 3,
-            platform: Platform::host(),
-        }
-    }
-}
 
 /// Where a layer is in a pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +90,7 @@ pub struct ImageService {
     pull_locks: KeyedLocks,
     downloads: Arc<Semaphore>,
     leases: Leases,
+    pub(crate) max_import_bytes: u64,
 }
 
 /// Snapshots in use by containers: garbage collection keeps every leased chain ID, even when
@@ -201,12 +179,19 @@ impl ImageService {
             pull_locks: KeyedLocks::default(),
             downloads: Arc::new(Semaphore::new(cfg.max_concurrent_downloads.max(1))),
             leases: Leases::default(),
+            max_import_bytes: cfg.max_import_bytes,
         })
     }
 
     /// A directory for temporary files on the same filesystem as the stores.
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp_dir
+    }
+
+    /// The most bytes an imported archive may hold (see [`ImageServiceConfig`]); a receiver
+    /// should stop at [`ImageError::ImportTooLarge`] once more has arrived.
+    pub fn max_import_bytes(&self) -> u64 {
+        self.max_import_bytes
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {

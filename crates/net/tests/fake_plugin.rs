@@ -3,9 +3,10 @@
 //! a failed ADD, timeouts, cache use after a config change, CHECK. No root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,13 +56,12 @@ impl Fake {
         f
     }
 
+    /// Written so that it can be spawned at once while other tests spawn processes (no
+    /// ETXTBSY).
     fn install(&self, plugin: &str) {
         let path = self.path("bin").join(plugin);
-        let tmp = self.path("bin").join(format!(".{plugin}.tmp"));
         let body = SCRIPT.replace("__DIR__", &self.dir.path().to_string_lossy());
-        fs::write(&tmp, body).unwrap();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::rename(&tmp, path).unwrap();
+        common::write_executable(&path, body.as_bytes()).unwrap();
     }
 
     fn path(&self, p: &str) -> PathBuf {

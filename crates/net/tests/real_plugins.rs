@@ -1,14 +1,18 @@
 //! The real CNI plugins (Debian's containernetworking-plugins in /usr/lib/cni): bridge +
-//! host-local + portmap into network namespaces pinned by husk-sys. Needs root; skipped
-//! otherwise. Each test has its own bridge (`husk-t<N>`) and private subnet (10.213.<N>.0/24,
-//! no masquerade, no default route) and removes every netns, veth, bridge, iptables rule and IP
-//! reservation it made, also when an assertion fails (guards with Drop). The tests take one
-//! lock: they compare host-wide state (`iptables-save`, links) and toggle `ip_forward`.
+//! host-local + portmap into network namespaces pinned by husk-sys. Needs root, the plugins,
+//! `ip` and `iptables-save`; skipped with a note otherwise (a failure under
+//! `HUSK_REQUIRE_SYSTEM=1`). Each test has its own bridge (`husk-t<N>`) and private subnet
+//! (10.213.<N>.0/24, no masquerade, no default route) and removes every netns, veth, bridge,
+//! iptables rule and IP reservation it made, also when an assertion fails (guards with Drop).
+//! The tests take one lock: they compare host-wide state (`iptables-save`, links) and toggle
+//! `ip_forward`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -63,10 +67,15 @@ struct Lab {
 }
 
 impl Lab {
-    /// None (test skipped) without root or plugins.
+    /// None (test skipped, with a note) without root, the plugins or the tools.
     fn new(n: u8, extra_plugins: &[serde_json::Value]) -> Option<Lab> {
-        if !rustix::process::geteuid().is_root() || !Path::new(BIN_DIR).join("bridge").exists() {
-            eprintln!("skipped: needs root and {BIN_DIR}/bridge");
+        let plugins = ["bridge", "host-local", "portmap"].map(|p| format!("{BIN_DIR}/{p}"));
+        let needs = ["root", "ip", "iptables-save", "ip6tables-save"];
+        if !needs
+            .into_iter()
+            .chain(plugins.iter().map(String::as_str))
+            .all(common::require_system)
+        {
             return None;
         }
         let lock = HOST.lock().unwrap_or_else(PoisonError::into_inner);
@@ -562,10 +571,7 @@ async fn failed_add_is_rolled_back_by_the_real_plugins() {
     };
     let script = "#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\n\
                   echo '{\"code\":100,\"msg\":\"refused\"}'; exit 1\n";
-    let tmp = lab.path("bin/.husk-fail");
-    fs::write(&tmp, script).unwrap();
-    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, lab.path("bin/husk-fail")).unwrap();
+    common::write_executable(&lab.path("bin/husk-fail"), script.as_bytes()).unwrap();
     let net = lab.network();
     // Warm up portmap's top-level chains, then compare.
     let ns = Netns::new(&lab, "a");

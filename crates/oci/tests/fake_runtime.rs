@@ -3,21 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use husk_oci::{OciError, OciRuntime, RuntimeConfig, RuntimeKind};
 
 /// Writes an executable script whose body can read `$@` and stdin; it logs its argv to `argv`.
+/// Written so that it can be spawned at once while other tests spawn processes (no ETXTBSY).
 fn fake(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("fake-runtime");
     let script = format!(
         "#!/bin/sh\necho \"$@\" >> {argv}\n{body}\n",
         argv = dir.join("argv").display()
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    support::system::write_executable(&path, script.as_bytes()).unwrap();
     path
 }
 

@@ -1,7 +1,6 @@
 //! `Huskd` against a stand-in daemon (a python script that reads `--config`, binds the socket
 //! and waits for SIGTERM): temp dirs, config, readiness, stop, kill, restart and cleanup.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -23,17 +22,11 @@ while True:
 "#;
 
 fn fake_bin(dir: &std::path::Path) -> Result<Option<PathBuf>> {
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("python3 missing: skipping");
+    if !husk_test_support::require_system("python3") {
         return Ok(None);
     }
     let p = dir.join("fake-huskd");
-    std::fs::write(&p, FAKE)?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    husk_test_support::write_executable(&p, FAKE.as_bytes())?;
     Ok(Some(p))
 }
 

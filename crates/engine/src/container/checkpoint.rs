@@ -36,6 +36,10 @@ use crate::error::{EngineError, Result, blocking};
 /// The time limit when the request gives none.
 pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The longest time limit honoured: a larger one (up to `i64::MAX` seconds from the CRI, which
+/// would overflow `Instant + Duration`) is clamped to it.
+const MAX_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Names inside the archive (checkpointctl's `lib/metadata.go`).
 const CHECKPOINT_DIR: &str = "checkpoint";
 const CONFIG_DUMP: &str = "config.dump";
@@ -72,19 +76,30 @@ impl Engine {
             &rec.id[..12],
             hex::encode(rand::random::<[u8; 6]>())
         ));
+        let (deadline, timeout) = deadline_within(Instant::now(), timeout);
         let job = Job {
             metadata: Metadata::new(&rec, handler),
             rec,
             rt: rt.clone(),
             location: location.to_path_buf(),
             work,
-            deadline: Instant::now() + timeout,
+            deadline,
             timeout,
         };
         let (cid, started) = (job.rec.id.clone(), Instant::now());
         let bytes = blocking(move || job.run()).await?;
         tracing::info!(container = %cid, location = %location.display(), bytes, ms = started.elapsed().as_millis() as u64, "container checkpointed");
         Ok(bytes)
+    }
+}
+
+/// The deadline `timeout` after `now`, the timeout clamped to [`MAX_CHECKPOINT_TIMEOUT`] (and,
+/// should even that not fit the clock, to what does): never an overflow panic.
+fn deadline_within(now: Instant, timeout: Duration) -> (Instant, Duration) {
+    let timeout = timeout.min(MAX_CHECKPOINT_TIMEOUT);
+    match now.checked_add(timeout) {
+        Some(deadline) => (deadline, timeout),
+        None => (now, Duration::ZERO),
     }
 }
 
@@ -475,6 +490,21 @@ mod tests {
             let e = check_location(Path::new(bad)).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn huge_timeouts_are_clamped_not_overflowed() {
+        let now = Instant::now();
+        for huge in [Duration::from_secs(i64::MAX as u64), Duration::MAX] {
+            let (deadline, timeout) = deadline_within(now, huge);
+            assert_eq!(timeout, MAX_CHECKPOINT_TIMEOUT);
+            assert_eq!(deadline, now + MAX_CHECKPOINT_TIMEOUT);
+        }
+        let (deadline, timeout) = deadline_within(now, Duration::from_secs(7));
+        assert_eq!(
+            (deadline, timeout),
+            (now + Duration::from_secs(7), Duration::from_secs(7))
+        );
     }
 
     #[test]

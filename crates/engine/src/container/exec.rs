@@ -1,6 +1,13 @@
 //! ExecSync: run a command in a running container through `<runtime> exec`, capturing its
 //! output (capped), killing it on timeout — promptly, even when a background child it started
 //! keeps the output pipes open.
+//!
+//! The cap: stdout and stderr together keep at most [`MAX_EXEC_OUTPUT`] (16 MiB − 1 KiB), so
+//! the whole `ExecSyncResponse` (two length-prefixed byte fields and an exit code: at most
+//! 21 bytes of framing) stays under the 16 MiB message limit of the kubelet's and crictl's gRPC
+//! clients. When both fit they are kept whole; otherwise each stream is sure of half the budget,
+//! and what one leaves of its half goes to the other (a flood on stdout still lets a short error
+//! message through on stderr). What is cut is the end of a stream; the rest is read and dropped.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,8 +19,13 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::names::new_id;
 
-/// Output beyond this per stream is dropped (the CRI caps it at 16 MiB).
-pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+/// What stdout and stderr keep together (see the module doc for how they share it): 16 MiB,
+/// the gRPC message limit of the kubelet and crictl, less 1 KiB for the response's framing.
+pub const MAX_EXEC_OUTPUT: usize = (16 << 20) - 1024;
+
+// The largest response fits: per byte field a tag (1) and a varint length (4 for 2^21..2^28),
+// and the exit code (a tag and at most 10 bytes).
+const _: () = assert!(MAX_EXEC_OUTPUT + 2 * (1 + 4) + 11 <= 16 << 20);
 
 /// How long to keep reading after the exec'd process exited (a background child may hold the
 /// pipes open forever).
@@ -212,8 +224,9 @@ async fn run_exec(
     }
     .map_err(|e| EngineError::io("wait", "runtime exec", e))?;
     // Collect what the readers have; don't wait for EOF forever.
-    let stdout = collect(out_task, &obuf).await;
-    let stderr = collect(err_task, &ebuf).await;
+    let mut stdout = collect(out_task, &obuf).await;
+    let mut stderr = collect(err_task, &ebuf).await;
+    share_budget(&mut stdout, &mut stderr);
     let exit_code = files.exit_code(status).await?;
     Ok(ExecOutput {
         stdout,
@@ -224,7 +237,8 @@ async fn run_exec(
 
 type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
-/// Reads until EOF into `buf`, keeping at most [`MAX_EXEC_OUTPUT`] bytes.
+/// Reads until EOF into `buf`, keeping at most [`MAX_EXEC_OUTPUT`] bytes (what the stream could
+/// keep if the other were empty; [`share_budget`] trims the two at the end).
 async fn read_capped<R: AsyncRead + Unpin>(mut r: R, buf: Shared) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -247,4 +261,43 @@ async fn collect(mut task: tokio::task::JoinHandle<()>, buf: &Shared) -> Vec<u8>
         task.abort();
     }
     std::mem::take(&mut *buf.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Trims the two streams to [`MAX_EXEC_OUTPUT`] together: whole when both fit, else each keeps
+/// at least half the budget (or all of itself when shorter) and the other takes the rest.
+fn share_budget(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>) {
+    let half = MAX_EXEC_OUTPUT / 2;
+    let err_keep = stderr.len().min(MAX_EXEC_OUTPUT - stdout.len().min(half));
+    let out_keep = stdout.len().min(MAX_EXEC_OUTPUT - err_keep);
+    stdout.truncate(out_keep);
+    stderr.truncate(err_keep);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(out: usize, err: usize) -> (usize, usize) {
+        let (mut o, mut e) = (vec![b'o'; out], vec![b'e'; err]);
+        share_budget(&mut o, &mut e);
+        (o.len(), e.len())
+    }
+
+    #[test]
+    fn stdout_and_stderr_share_one_budget() {
+        const MAX: usize = MAX_EXEC_OUTPUT;
+        assert_eq!(shared(10, 20), (10, 20));
+        assert_eq!(shared(MAX, 0), (MAX, 0));
+        assert_eq!(shared(0, MAX), (0, MAX));
+        // A flood on one stream leaves the other's short message whole.
+        assert_eq!(shared(MAX, 100), (MAX - 100, 100));
+        assert_eq!(shared(100, MAX), (100, MAX - 100));
+        // Both flooding: half each.
+        assert_eq!(shared(MAX, MAX), (MAX / 2, MAX - MAX / 2));
+        assert_eq!(shared(MAX / 2 + 7, MAX), (MAX / 2, MAX - MAX / 2));
+        for (o, e) in [(MAX, MAX), (MAX, 1), (3, MAX), (MAX / 2, MAX / 2 + 1)] {
+            let (ko, ke) = shared(o, e);
+            assert!(ko + ke <= MAX, "{o}+{e} kept {ko}+{ke}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use husk_monitor::MonitorConfig;
@@ -18,33 +19,19 @@ pub struct Runtime {
     pub path: PathBuf,
 }
 
-/// runc and crun, when installed and we are root; a skip note otherwise.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// runc and crun found in `PATH`, when we are root and have busybox; a skip note otherwise (a
+/// failure under `HUSK_REQUIRE_SYSTEM=1`).
 pub fn runtimes() -> Vec<Runtime> {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIP: container tests need root");
+    use husk_test_support::{require_program, require_system};
+    if !require_system("root") || !require_system(BUSYBOX) {
         return vec![];
     }
-    let mut found = Vec::new();
-    for (name, candidates) in [
-        (
-            "runc",
-            ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"],
-        ),
-        (
-            "crun",
-            ["/usr/bin/crun", "/usr/sbin/crun", "/usr/local/bin/crun"],
-        ),
-    ] {
-        match candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
-            Some(path) => found.push(Runtime { name, path }),
-            None => eprintln!("SKIP: {name} is not installed"),
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox is missing");
-        return vec![];
-    }
-    found
+    ["runc", "crun"]
+        .into_iter()
+        .filter_map(|name| require_program(name).map(|path| Runtime { name, path }))
+        .collect()
 }
 
 /// The monitor binary under test: `HUSK_MONITOR_BIN` (e.g. a release build) or this build's.
@@ -77,8 +64,12 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// `name` is the test's own; the id (and the container's cgroup, named after it) is unique
+    /// to this fixture.
     pub fn new(rt: &Runtime, name: &str, script: &str, opts: Opts) -> Self {
-        let id = format!("husk-mon-{name}-{}-{}", rt.name, std::process::id());
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("husk-mon-{name}-{}-{}-{n}", rt.name, std::process::id());
         let keep = std::env::var_os("HUSK_TEST_KEEP").is_some();
         let dir = tempfile::Builder::new()
             .prefix("hm")
@@ -91,7 +82,7 @@ impl Fixture {
         for d in ["bin", "proc", "dev", "sys", "tmp"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
         if !opts.broken_bundle {
             let spec = spec(&id, script, &opts);
@@ -117,9 +108,7 @@ impl Fixture {
             tty: opts.tty,
             stdin: opts.stdin,
             stdin_once: opts.stdin_once,
-            cgroup_oom_paths: vec![PathBuf::from(format!(
-                "/sys/fs/cgroup/memory/husk-mon-test/{id}"
-            ))],
+            cgroup_oom_paths: vec![PathBuf::from(format!("/sys/fs/cgroup/memory/{id}"))],
         };
         let cfg_path = state.join("monitor.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -251,21 +240,20 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
-/// rmdir `/sys/fs/cgroup/<every controller>/husk-mon-test/<id>` (and the parent when empty).
+/// rmdir `/sys/fs/cgroup/<every controller>/<id>`: each container has a top-level cgroup of
+/// its own, so no test removes a parent another one is creating its cgroup under.
 pub fn remove_cgroups(id: &str) {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
     for c in controllers.flatten() {
-        let parent = c.path().join("husk-mon-test");
-        let dir = parent.join(id);
+        let dir = c.path().join(id);
         for _ in 0..50 {
             if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_dir(&parent);
     }
 }
 
@@ -299,7 +287,7 @@ fn spec(id: &str, script: &str, opts: &Opts) -> serde_json::Value {
               "options": ["nosuid", "noexec", "nodev", "ro"] }
         ],
         "linux": {
-            "cgroupsPath": format!("/husk-mon-test/{id}"),
+            "cgroupsPath": format!("/{id}"),
             "resources": resources,
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod system;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,8 +14,8 @@ use husk_oci::{OciRuntime, RuntimeConfig, State, Status};
 use rustix::process::{Pid, WaitOptions, waitpid};
 use serde_json::json;
 
-/// The parent cgroup (cgroupfs, v1) every test container lives under.
-pub const CGROUP_PARENT: &str = "husk-oci-test";
+/// The prefix of every test container's cgroup (cgroupfs, v1).
+pub const CGROUP_PREFIX: &str = "husk-oci-test";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat"];
 
@@ -23,13 +25,13 @@ pub struct Harness {
     pub state_dir: tempfile::TempDir,
 }
 
-pub fn harness(name: &str, path: &str) -> Option<Harness> {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: needs root");
+/// The runtime `name` (`runc`, `crun`) found in `PATH`.
+pub fn harness(name: &str) -> Option<Harness> {
+    if !system::require_system("root") {
         return None;
     }
-    if !Path::new(path).exists() || !Path::new(BUSYBOX).exists() {
-        eprintln!("skipping: {path} or {BUSYBOX} missing");
+    let path = system::require_program(name)?;
+    if !system::require_system(BUSYBOX) {
         return None;
     }
     // Container inits are reparented to us after `create` exits; we reap them.
@@ -41,6 +43,12 @@ pub fn harness(name: &str, path: &str) -> Option<Harness> {
         rt: OciRuntime::new(cfg),
         state_dir,
     })
+}
+
+/// A container's cgroup, relative to each hierarchy's root: its own top-level directory, so no
+/// test removes a parent another one is creating its cgroup under.
+pub fn cgroup_name(id: &str) -> String {
+    format!("{CGROUP_PREFIX}-{id}")
 }
 
 /// A process-unique container id.
@@ -132,7 +140,7 @@ fn config_json(id: &str, args: &[&str]) -> serde_json::Value {
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
                 {"type": "mount"}, {"type": "network"}
             ],
-            "cgroupsPath": format!("/{CGROUP_PARENT}/{id}"),
+            "cgroupsPath": format!("/{}", cgroup_name(id)),
             "maskedPaths": ["/proc/kcore", "/proc/keys"],
             "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
         }
@@ -247,14 +255,13 @@ fn ns_depth(pid: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Removes `<controller>/husk-oci-test/<id>` in every v1 hierarchy (and the parent when empty).
+/// Removes the container's cgroup ([`cgroup_name`]) in every v1 hierarchy.
 pub fn remove_cgroups(id: &str) {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
     for controller in controllers.flatten() {
-        let parent = controller.path().join(CGROUP_PARENT);
-        let dir = parent.join(id);
+        let dir = controller.path().join(cgroup_name(id));
         for _ in 0..50 {
             // EBUSY for a moment while the last task leaves.
             if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
@@ -262,8 +269,6 @@ pub fn remove_cgroups(id: &str) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Other tests may still use the parent: ignore ENOTEMPTY/EBUSY.
-        let _ = std::fs::remove_dir(&parent);
     }
 }
 
