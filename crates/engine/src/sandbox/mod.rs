@@ -14,9 +14,9 @@
 
 mod files;
 mod lifecycle;
-mod userns;
 pub mod network;
 pub mod stats;
+mod userns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
