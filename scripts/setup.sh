@@ -42,6 +42,12 @@ if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   echo "setup: installing the Python grpcio package"
   python3 -m pip install --quiet grpcio
 fi
+# The metrics exposition is checked with the Prometheus project's Python parsers
+# (crates/telemetry/tests/python_parsers.rs).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "setup: installing the Python prometheus_client package"
+  python3 -m pip install --quiet prometheus_client
+fi
 command -v npm >/dev/null 2>&1 || { echo "setup: npm is needed by the streaming interop tests" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
-//! The `/metrics` endpoint: HTTP/1 on a TCP address, `GET /metrics` answers the exposition,
-//! anything else 404 (405 for another method on `/metrics`).
+//! The `/metrics` endpoint: HTTP/1 on a TCP address, `GET /metrics` answers the exposition in
+//! the format the scraper's `Accept` header picks ([`Format::negotiate`]), anything else 404
+//! (405 for another method on `/metrics`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,15 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue, VARY};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::Metrics;
-use crate::expo::CONTENT_TYPE as EXPOSITION;
+use crate::{Format, Metrics, ProcessStats};
 
 /// Errors of the endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +94,13 @@ async fn handle(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(r);
     }
+    let format = Format::negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
     // Reading /proc and running the state callback stay off the runtime's workers.
-    let text = match tokio::task::spawn_blocking(move || metrics.render()).await {
+    let render = move || metrics.render_as(format, Some(&ProcessStats::read()));
+    let text = match tokio::task::spawn_blocking(render).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "rendering metrics failed");
@@ -114,10 +116,12 @@ async fn handle(
         Bytes::from(text)
     };
     let mut r = Response::new(Full::new(body));
-    r.headers_mut().insert(
+    let headers = r.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(EXPOSITION),
+        HeaderValue::from_static(format.content_type()),
     );
+    headers.insert(VARY, HeaderValue::from_static("accept"));
     Ok(r)
 }
 
@@ -126,7 +130,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
 }
@@ -138,8 +142,13 @@ mod tests {
 
     /// A raw HTTP/1.0 request; returns the whole response.
     async fn get(addr: SocketAddr, method: &str, path: &str) -> String {
+        request(addr, method, path, "").await
+    }
+
+    /// A raw HTTP/1.0 request with extra header lines (each ending in CRLF).
+    async fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
             .await
             .expect("write");
         let mut out = String::new();
@@ -176,6 +185,32 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("# TYPE process_resident_memory_bytes gauge\n"));
+
+        assert!(head.to_ascii_lowercase().contains("vary: accept"), "{head}");
+        assert!(!body.contains("# EOF"), "{body}");
+
+        // What Prometheus asks for by default: OpenMetrics, same samples, `# EOF` last.
+        let accept = "Accept: application/openmetrics-text;version=1.0.0,\
+                      text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n";
+        let r = request(addr, "GET", "/metrics", accept).await;
+        let (head, body) = r.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{head}"
+        );
+        assert!(
+            body.contains("# TYPE husk_grpc_requests counter\n"),
+            "{body}"
+        );
+        assert!(body.contains("husk_grpc_requests_total{method=\"Version\",code=\"OK\"} 1\n"));
+        assert!(
+            body.contains("# UNIT process_resident_memory_bytes bytes\n"),
+            "{body}"
+        );
+        assert!(body.ends_with("\n# EOF\n"), "{body}");
 
         // Scraping again sees new recordings.
         m.record_oom_kill();

@@ -232,6 +232,7 @@ mod tests {
             },
             layers: 3,
             cached_layers: 0,
+            fetched_bytes: bytes,
             elapsed: Duration::from_millis(ms),
         }
     }

@@ -65,7 +65,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Keeps the lines of the families whose names start with one of `prefixes` (all of them when
 /// there are none). A sample belongs to the family named by the `# HELP`/`# TYPE` line before
-/// it when its name extends that name (`x_bucket`, `x_sum`, `x_count` of histogram `x`).
+/// it when its name extends that name (`x_bucket`, `x_sum`, `x_count` of histogram `x`; the
+/// `x_total` of an OpenMetrics counter `x`, whose `# UNIT` line is metadata too).
 pub fn filter_families(text: &str, prefixes: &[String]) -> String {
     if prefixes.is_empty() {
         return text.to_string();
@@ -76,6 +77,7 @@ pub fn filter_families(text: &str, prefixes: &[String]) -> String {
         let name = if let Some(rest) = line
             .strip_prefix("# HELP ")
             .or_else(|| line.strip_prefix("# TYPE "))
+            .or_else(|| line.strip_prefix("# UNIT "))
         {
             family = rest.split_whitespace().next().unwrap_or("").to_string();
             family.as_str()
@@ -92,7 +94,12 @@ pub fn filter_families(text: &str, prefixes: &[String]) -> String {
                 metric
             }
         };
-        if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+        // An OpenMetrics counter family `x` is the text format's `x_total`.
+        let counter = format!("{name}_total");
+        if prefixes
+            .iter()
+            .any(|p| name.starts_with(p.as_str()) || counter.starts_with(p.as_str()))
+        {
             out.push_str(line);
             out.push('\n');
         }
@@ -129,6 +136,22 @@ mod tests {
              # HELP process_open_fds F.\n# TYPE process_open_fds gauge\nprocess_open_fds 9\n"
         );
         assert_eq!(filter_families(TEXT, &["nothing".into()]), "");
+    }
+
+    #[test]
+    fn openmetrics_families_filter_alike() {
+        let text = "# HELP husk_a A.\n# TYPE husk_a counter\nhusk_a_total 1\n\
+            # HELP process_cpu_seconds C.\n# TYPE process_cpu_seconds counter\n\
+            # UNIT process_cpu_seconds seconds\nprocess_cpu_seconds_total 0.5\n# EOF\n";
+        assert_eq!(
+            filter_families(text, &["process_".into()]),
+            "# HELP process_cpu_seconds C.\n# TYPE process_cpu_seconds counter\n\
+             # UNIT process_cpu_seconds seconds\nprocess_cpu_seconds_total 0.5\n"
+        );
+        assert_eq!(
+            filter_families(text, &["husk_a_total".into()]),
+            "# HELP husk_a A.\n# TYPE husk_a counter\nhusk_a_total 1\n"
+        );
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! `pull`: husk's streaming `PullImage` with per-layer progress, falling back to CRI
-//! `PullImage` when huskd lacks the husk service. Also the pull loop `bench pull` times.
+//! `PullImage` when huskd lacks the husk service; ends with a summary of what was fetched.
+//! Also the pull loop `bench pull` times.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use husk_api::v1::pull_event::Event;
-use husk_api::v1::{AuthConfig, LayerPhase, PullDone, PullEvent, PullImageRequest};
+use husk_api::v1::{AuthConfig, LayerPhase, LayerProgress, PullDone, PullEvent, PullImageRequest};
 use tonic::Code;
 
 use crate::cli::{AuthArgs, PullArgs};
 use crate::client::{Client, RpcError};
-use crate::commands::pull_progress::PullView;
+use crate::commands::pull_progress::{Outcome, PullView, pulled_name, summary};
 use crate::commands::{Ctx, image_spec};
 use crate::outln;
 
@@ -24,6 +25,8 @@ pub struct PullStats {
     pub layers: usize,
     /// Layers huskd already had.
     pub cached_layers: usize,
+    /// Layer bytes downloaded by this pull (a resumed download counts what it added).
+    pub fetched_bytes: u64,
     /// From sending the request to receiving `done`.
     pub elapsed: Duration,
 }
@@ -36,32 +39,85 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> anyhow::Result<()> {
         image: args.image.clone(),
         auth: auth.clone(),
     };
+    // What the name meant before: a pull that fetches nothing is "up to date" only if the
+    // name already meant the image it ends with.
+    let before = if args.quiet {
+        None
+    } else {
+        Some(image_id(&client, &args.image).await)
+    };
+    let started = Instant::now();
     let mut view = PullView::new(args.no_progress, args.quiet);
     let result = husk_pull(&client, request, |event| view.event(event)).await;
     view.end(result.is_ok());
-    // What crictl prints: the CRI `PullImageResponse.image_ref`, which huskd (like containerd)
-    // sets to the image ID. The husk stream's digested reference is only a fallback, so both
-    // paths print the same thing.
-    let image_ref = match result {
+    // The ID line is what crictl prints: the CRI `PullImageResponse.image_ref`, which huskd
+    // (like containerd) sets to the image ID. The husk stream's digested reference is only a
+    // fallback, so both paths print the same thing.
+    let (image_id, outcome) = match result {
         Ok(stats) => {
             let done = stats.done;
-            if done.image_id.is_empty() {
+            let name = pulled_name(&args.image, &done.image_ref);
+            let id = if done.image_id.is_empty() {
                 done.image_ref
             } else {
                 done.image_id
-            }
+            };
+            let same = before_is(&before, &id);
+            let outcome = Outcome {
+                name,
+                fetched: Some(stats.fetched_bytes),
+                elapsed: stats.elapsed,
+                // An unknown "before" (ImageStatus failed) leaves the bytes to decide.
+                up_to_date: stats.fetched_bytes == 0 && same != Some(false),
+            };
+            (id, outcome)
         }
-        Err(e) if is_unimplemented(&e) => cri_pull(&client, &args.image, auth)
-            .await
-            .map_err(|e| name_image(e, &args.image))?,
+        Err(e) if is_unimplemented(&e) => {
+            let id = cri_pull(&client, &args.image, auth)
+                .await
+                .map_err(|e| name_image(e, &args.image))?;
+            let outcome = Outcome {
+                name: args.image.clone(),
+                fetched: None,
+                elapsed: started.elapsed(),
+                up_to_date: before_is(&before, &id) == Some(true),
+            };
+            (id, outcome)
+        }
         Err(e) => return Err(name_image(e, &args.image)),
     };
     if args.quiet {
-        outln!("{image_ref}");
+        outln!("{image_id}");
     } else {
-        outln!("Image is up to date for {image_ref}");
+        outln!("{}", summary(&outcome));
+        outln!("Image ID: {image_id}");
     }
     Ok(())
+}
+
+/// Whether the image the name meant before the pull is `id`: `None` when that is unknown.
+fn before_is(before: &Option<anyhow::Result<Option<String>>>, id: &str) -> Option<bool> {
+    match before {
+        Some(Ok(had)) => Some(had.as_deref() == Some(id)),
+        _ => None,
+    }
+}
+
+/// The ID of the image `name` means now, `None` when there is none (CRI `ImageStatus`).
+async fn image_id(client: &Client, name: &str) -> anyhow::Result<Option<String>> {
+    let request = k8s_cri::v1::ImageStatusRequest {
+        image: Some(image_spec(name)),
+        verbose: false,
+    };
+    let response = client
+        .image()
+        .image_status(request)
+        .await
+        .map_err(|status| RpcError::Status {
+            rpc: "ImageStatus",
+            status,
+        })?;
+    Ok(response.into_inner().image.map(|i| i.id))
 }
 
 /// Prefixes `cannot pull <image>` unless the error already names the image.
@@ -92,31 +148,25 @@ pub async fn husk_pull(
         .await
         .map_err(status)?
         .into_inner();
-    let mut layers = 0;
-    let mut cached = HashSet::new();
+    let mut tally = Tally::default();
     while let Some(event) = stream.message().await.map_err(status)? {
         observe(&event)?;
         match event.event {
             Some(Event::Resolved(resolved)) => {
-                layers = resolved.layers.len();
-                for layer in resolved.layers {
-                    if layer.phase == LayerPhase::Exists as i32 {
-                        cached.insert(layer.digest);
-                    }
-                }
+                tally.layers = resolved.layers.len();
+                resolved.layers.iter().for_each(|l| tally.layer(l));
             }
-            Some(Event::Layer(layer)) if layer.phase == LayerPhase::Exists as i32 => {
-                cached.insert(layer.digest);
-            }
+            Some(Event::Layer(layer)) => tally.layer(&layer),
             Some(Event::Done(done)) => {
                 return Ok(PullStats {
                     done,
-                    layers,
-                    cached_layers: cached.len(),
+                    layers: tally.layers,
+                    cached_layers: tally.cached(),
+                    fetched_bytes: tally.fetched(),
                     elapsed: started.elapsed(),
                 });
             }
-            _ => {}
+            None => {}
         }
     }
     Err(RpcError::Protocol {
@@ -124,6 +174,54 @@ pub async fn husk_pull(
         message: "the stream ended before the pull was done".into(),
     }
     .into())
+}
+
+/// What the events say each layer went through.
+#[derive(Debug, Default)]
+struct Tally {
+    layers: usize,
+    by_digest: HashMap<String, LayerTally>,
+}
+
+#[derive(Debug, Default)]
+struct LayerTally {
+    exists: bool,
+    /// Bytes present when the download started (a resumed one starts past 0).
+    download_from: Option<u64>,
+    /// The furthest a download got.
+    download_to: u64,
+}
+
+impl Tally {
+    fn layer(&mut self, l: &LayerProgress) {
+        let t = self.by_digest.entry(l.digest.clone()).or_default();
+        match LayerPhase::try_from(l.phase) {
+            Ok(LayerPhase::Exists) => t.exists = true,
+            Ok(LayerPhase::Downloading) => {
+                t.download_from.get_or_insert(l.done_bytes);
+                t.download_to = t.download_to.max(l.done_bytes);
+            }
+            // Past a download: all of it is there (its last progress events may have been
+            // dropped on the way).
+            Ok(LayerPhase::Downloaded | LayerPhase::Extracting | LayerPhase::Done)
+                if t.download_from.is_some() =>
+            {
+                t.download_to = t.download_to.max(l.done_bytes.max(l.total_bytes));
+            }
+            _ => {}
+        }
+    }
+
+    fn cached(&self) -> usize {
+        self.by_digest.values().filter(|t| t.exists).count()
+    }
+
+    fn fetched(&self) -> u64 {
+        self.by_digest
+            .values()
+            .filter_map(|t| Some(t.download_to.saturating_sub(t.download_from?)))
+            .sum()
+    }
 }
 
 /// CRI `PullImage` (no progress); returns the image reference huskd reports.
@@ -184,6 +282,47 @@ mod tests {
         assert_eq!(format!("{e:#}"), "cannot pull x:1: bad credentials");
         let e = name_image(anyhow::anyhow!("image \"x:1\" not found"), "x:1");
         assert_eq!(format!("{e:#}"), "image \"x:1\" not found");
+    }
+
+    fn progress(digest: &str, phase: LayerPhase, done: u64) -> LayerProgress {
+        LayerProgress {
+            digest: digest.into(),
+            total_bytes: 1000,
+            done_bytes: done,
+            phase: phase as i32,
+        }
+    }
+
+    #[test]
+    fn the_tally_counts_bytes_downloaded_by_this_pull() {
+        use LayerPhase::*;
+        let mut t = Tally::default();
+        for (d, phase, done) in [
+            ("a", Waiting, 0),
+            ("b", Waiting, 0),
+            ("c", Waiting, 0),
+            ("d", Waiting, 0),
+            // a: a fresh download whose last progress events were dropped.
+            ("a", Downloading, 0),
+            ("a", Downloading, 600),
+            ("a", Extracting, 1000),
+            ("a", Done, 1000),
+            // b: resumed from 400.
+            ("b", Downloading, 400),
+            ("b", Downloading, 1000),
+            ("b", Downloaded, 1000),
+            // c: its blob was there, only unpacked; d: already a snapshot.
+            ("c", Downloaded, 1000),
+            ("c", Done, 1000),
+            ("d", Exists, 1000),
+        ] {
+            t.layer(&progress(d, phase, done));
+        }
+        assert_eq!(t.fetched(), 1000 + 600);
+        assert_eq!(t.cached(), 1);
+        let mut none = Tally::default();
+        none.layer(&progress("d", Exists, 1000));
+        assert_eq!(none.fetched(), 0);
     }
 
     #[test]
