@@ -163,6 +163,14 @@ impl Default for CniConfig {
     }
 }
 
+/// A semantic problem of a config: its dotted key (`stream.address`, `runtimes.kata.path`) and
+/// a message naming that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
 /// Flags that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -210,8 +218,25 @@ impl Config {
         })
     }
 
-    /// Semantic checks the types can't express.
+    /// Semantic checks the types can't express: the first problem found, if any (what stops
+    /// the daemon; `huskd config check` reports all of them, see [`Config::problems`]).
     pub fn validate(&self) -> anyhow::Result<()> {
+        match self.problems().into_iter().next() {
+            Some(p) => bail!("{}", p.message),
+            None => Ok(()),
+        }
+    }
+
+    /// Every semantic problem, in file order of the keys: each names its dotted key (for the
+    /// line `huskd config check` prints) and a message that starts with that key.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem {
+                key: key.to_string(),
+                message,
+            })
+        };
         for (key, p) in [
             ("root", &self.root),
             ("state_dir", &self.state_dir),
@@ -220,88 +245,137 @@ impl Config {
             ("cni.conf_dir", &self.cni.conf_dir),
         ] {
             if !p.is_absolute() {
-                bail!(
-                    "{key} = {:?}: must be an absolute path",
-                    p.display().to_string()
+                bad(
+                    key,
+                    format!(
+                        "{key} = {:?}: must be an absolute path",
+                        p.display().to_string()
+                    ),
                 );
             }
         }
-        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
-            bail!(
-                "stream.address = {:?}: not an IP address",
-                self.stream.address
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            bad(
+                "log_level",
+                format!(
+                    "log_level = {:?}: not a level (error, warn, info, debug, trace)",
+                    self.log_level
+                ),
             );
-        }
-        match (&self.stream.tls_cert_file, &self.stream.tls_key_file) {
-            (Some(_), None) | (None, Some(_)) => {
-                bail!("stream.tls_cert_file and stream.tls_key_file go together")
-            }
-            (Some(_), Some(_)) if !self.stream.enable_tls => {
-                bail!("stream.tls_cert_file is set but stream.enable_tls is false")
-            }
-            _ => {}
-        }
-        if let Some(a) = &self.metrics.address
-            && a.parse::<std::net::SocketAddr>().is_err()
-        {
-            bail!("metrics.address = {a:?}: not an IP address and port (e.g. \"127.0.0.1:9090\")");
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
-            bail!(
-                "log_format = {:?}: must be \"text\" or \"json\"",
-                self.log_format
+            bad(
+                "log_format",
+                format!(
+                    "log_format = {:?}: must be \"text\" or \"json\"",
+                    self.log_format
+                ),
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            bail!(
-                "log_level = {:?}: not a level (error, warn, info, debug, trace)",
-                self.log_level
+        if self.runtimes.is_empty() {
+            bad(
+                "runtimes",
+                "runtimes: at least one OCI runtime must be configured".into(),
             );
-        }
-        if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
-            bail!(
-                "cgroup_driver = {:?}: must be \"cgroupfs\" or \"systemd\"",
-                self.cgroup_driver
-            );
-        }
-        if self.cgroup_driver == "systemd" {
-            bail!("cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)");
-        }
-        let parent = &self.default_cgroup_parent;
-        if !parent.starts_with('/') || parent.split('/').any(|c| c == "..") {
-            bail!(
-                "default_cgroup_parent = {parent:?}: must be an absolute cgroup path without \"..\""
-            );
-        }
-        if !["ipv4", "ipv6"].contains(&self.cni.ip_preference.as_str()) {
-            bail!(
-                "cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"",
-                self.cni.ip_preference
-            );
-        }
-        if self.registry.max_concurrent_downloads == 0 {
-            bail!("registry.max_concurrent_downloads = 0: must be at least 1");
-        }
-        if self.registry.max_import_bytes == 0 {
-            bail!("registry.max_import_bytes = 0: must be at least 1");
         }
         for (name, rt) in &self.runtimes {
             if rt.path.trim().is_empty() {
-                bail!("runtimes.{name}.path: must not be empty");
+                bad(
+                    &format!("runtimes.{name}.path"),
+                    format!("runtimes.{name}.path: must not be empty"),
+                );
             }
         }
         if let Some(d) = &self.default_runtime
             && !self.runtimes.contains_key(d)
         {
-            bail!(
-                "default_runtime = {d:?}: no [runtimes.{d}] section (have: {})",
-                self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            bad(
+                "default_runtime",
+                format!(
+                    "default_runtime = {d:?}: no [runtimes.{d}] section (have: {})",
+                    self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             );
         }
-        if self.runtimes.is_empty() {
-            bail!("runtimes: at least one OCI runtime must be configured");
+        if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
+            bad(
+                "cgroup_driver",
+                format!(
+                    "cgroup_driver = {:?}: must be \"cgroupfs\" or \"systemd\"",
+                    self.cgroup_driver
+                ),
+            );
+        } else if self.cgroup_driver == "systemd" {
+            bad(
+                "cgroup_driver",
+                "cgroup_driver = \"systemd\": not supported by husk yet (use cgroupfs)".into(),
+            );
         }
-        Ok(())
+        let parent = &self.default_cgroup_parent;
+        if !parent.starts_with('/') || parent.split('/').any(|c| c == "..") {
+            bad(
+                "default_cgroup_parent",
+                format!(
+                    "default_cgroup_parent = {parent:?}: must be an absolute cgroup path without \"..\""
+                ),
+            );
+        }
+        if self.registry.max_concurrent_downloads == 0 {
+            bad(
+                "registry.max_concurrent_downloads",
+                "registry.max_concurrent_downloads = 0: must be at least 1".into(),
+            );
+        }
+        if self.registry.max_import_bytes == 0 {
+            bad(
+                "registry.max_import_bytes",
+                "registry.max_import_bytes = 0: must be at least 1".into(),
+            );
+        }
+        if !["ipv4", "ipv6"].contains(&self.cni.ip_preference.as_str()) {
+            bad(
+                "cni.ip_preference",
+                format!(
+                    "cni.ip_preference = {:?}: must be \"ipv4\" or \"ipv6\"",
+                    self.cni.ip_preference
+                ),
+            );
+        }
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            bad(
+                "stream.address",
+                format!(
+                    "stream.address = {:?}: not an IP address",
+                    self.stream.address
+                ),
+            );
+        }
+        match (&self.stream.tls_cert_file, &self.stream.tls_key_file) {
+            (Some(_), None) => bad(
+                "stream.tls_cert_file",
+                "stream.tls_cert_file and stream.tls_key_file go together".into(),
+            ),
+            (None, Some(_)) => bad(
+                "stream.tls_key_file",
+                "stream.tls_cert_file and stream.tls_key_file go together".into(),
+            ),
+            (Some(_), Some(_)) if !self.stream.enable_tls => bad(
+                "stream.tls_cert_file",
+                "stream.tls_cert_file is set but stream.enable_tls is false".into(),
+            ),
+            _ => {}
+        }
+        if let Some(a) = &self.metrics.address
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "metrics.address",
+                format!(
+                    "metrics.address = {a:?}: not an IP address and port (e.g. \"127.0.0.1:9090\")"
+                ),
+            );
+        }
+        out
     }
 
     /// The default handler: the configured one, else crun when its binary is found, else runc.

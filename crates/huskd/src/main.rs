@@ -3,7 +3,10 @@
 //! SIGTERM/SIGINT.
 #![forbid(unsafe_code)]
 
+mod cli;
 mod config;
+mod config_cmd;
+mod config_schema;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The husk container runtime daemon (Kubernetes CRI).
 #[derive(Parser, Debug)]
-#[command(name = "huskd", version, about)]
+#[command(name = "huskd", about, disable_version_flag = true)]
 struct Args {
     /// Config file (TOML). A missing default file means defaults.
     #[arg(long)]
@@ -41,10 +44,23 @@ struct Args {
     /// Log level or tracing filter (overrides `log_level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Print the version, the git commit and the runtime handlers found
+    #[arg(short = 'V', long)]
+    version: bool,
+    // Without a subcommand, huskd serves.
+    #[command(subcommand)]
+    command: Option<cli::Command>,
 }
 
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.version || args.command.is_some() {
+        let command = args.command.take();
+        let code = cli::run(command, args.version, args.config.as_deref(), || {
+            <Args as clap::CommandFactory>::command()
+        });
+        std::process::exit(code);
+    }
     if let Err(e) = run(args) {
         eprintln!("huskd: {e:#}");
         std::process::exit(1);
