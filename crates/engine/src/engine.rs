@@ -51,13 +51,13 @@ pub struct EngineConfig {
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) images: Arc<ImageService>,
-    pub(crate) sandboxes: Store<SandboxRecord>,
+    pub(crate) sandboxes: Arc<Store<SandboxRecord>>,
     pub(crate) containers: Arc<Store<ContainerRecord>>,
     pub(crate) names: Arc<Names>,
     pub(crate) runtimes: BTreeMap<String, OciRuntime>,
     /// One lifecycle operation at a time per pod / container id.
     pub(crate) locks: KeyedLocks,
-    pub(crate) exits: crate::container::ExitWatchers,
+    pub(crate) exits: Arc<crate::container::ExitWatchers>,
     pub(crate) network: husk_net::Network,
     pub(crate) features: std::sync::OnceLock<Vec<HandlerFeatures>>,
     pub(crate) events: tokio::sync::broadcast::Sender<crate::events::LifecycleEvent>,
@@ -65,12 +65,15 @@ pub struct Engine {
     pub(crate) cpu_rate: std::sync::Mutex<husk_cgroups::CpuRate>,
     /// Facts about this host that shape OCI specs (capabilities, cgroup version, …).
     pub(crate) host: crate::spec::input::HostInfo,
+    /// Undoes host objects (rollback, recovery, sweep); cheap to clone into a task.
+    pub(crate) janitor: crate::undo::Janitor,
 }
 
 impl Engine {
     /// Opens the stores and reserves the names of what they hold. Call [`Engine::recover`]
     /// next to reconcile with what actually runs.
     pub fn open(cfg: EngineConfig, images: Arc<ImageService>) -> Result<Engine> {
+        crate::failpoint::init()?;
         for d in [
             &cfg.state_dir.join("pods"),
             &cfg.state_dir.join("containers"),
@@ -89,8 +92,10 @@ impl Engine {
                     .map_err(|e| EngineError::io("chmod", d, e))?;
             }
         }
-        let sandboxes: Store<SandboxRecord> = Store::open(cfg.root.join("sandboxes"))?;
-        let containers: Store<ContainerRecord> = Store::open(cfg.root.join("containers"))?;
+        let sandboxes: Arc<Store<SandboxRecord>> =
+            Arc::new(Store::open(cfg.root.join("sandboxes"))?);
+        let containers: Arc<Store<ContainerRecord>> =
+            Arc::new(Store::open(cfg.root.join("containers"))?);
         let names = Arc::new(Names::default());
         for s in sandboxes.list() {
             names.reserve(&s.config.registrar_name(), &s.id)?;
@@ -98,7 +103,7 @@ impl Engine {
         for c in containers.list() {
             names.reserve(&c.registrar_name, &c.id)?;
         }
-        let runtimes = cfg
+        let runtimes: BTreeMap<String, OciRuntime> = cfg
             .runtimes
             .iter()
             .map(|(name, rc)| (name.clone(), OciRuntime::new(rc.clone())))
@@ -108,7 +113,19 @@ impl Engine {
             images.leases().add(&c.id, c.chain_ids.clone());
         }
         let network = husk_net::Network::new(cfg.net.clone());
+        let exits: Arc<crate::container::ExitWatchers> = Default::default();
+        let janitor = crate::undo::Janitor {
+            cni_cache_dir: cfg.net.cache_dir.clone(),
+            sandboxes: sandboxes.clone(),
+            containers: containers.clone(),
+            names: names.clone(),
+            network: network.clone(),
+            runtimes: Arc::new(runtimes.clone()),
+            images: images.clone(),
+            exits: exits.clone(),
+        };
         Ok(Engine {
+            janitor,
             features: std::sync::OnceLock::new(),
             events: crate::events::channel(),
             cgroups: husk_cgroups::Cgroups::detect(std::path::Path::new(
@@ -120,11 +137,11 @@ impl Engine {
             cfg,
             images,
             sandboxes,
-            containers: Arc::new(containers),
+            containers,
             names,
             runtimes,
             locks: KeyedLocks::default(),
-            exits: Default::default(),
+            exits,
         })
     }
 

@@ -65,6 +65,8 @@ pub enum EngineError {
     Timeout { what: String, secs: u64 },
     #[error("task failed: {0}")]
     Task(String),
+    #[error("failpoint {name} reached")]
+    Failpoint { name: &'static str },
 }
 
 impl EngineError {
@@ -91,7 +93,8 @@ impl EngineError {
             | StageMount { .. }
             | Io { .. }
             | Corrupt { .. }
-            | Task(_) => ErrorKind::Internal,
+            | Task(_)
+            | Failpoint { .. } => ErrorKind::Internal,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct HuskdOptions {
     /// TOML deep-merged over the generated `config.toml` (its keys win), so top-level keys
     /// and `[registry]` entries may both be given.
     pub extra_config: String,
+    /// Environment variables set for the daemon (e.g. `HUSK_FAILPOINTS`), on every (re)start.
+    pub env: Vec<(String, String)>,
 }
 
 impl HuskdOptions {
@@ -30,6 +32,7 @@ impl HuskdOptions {
         Self {
             bin: bin.into(),
             extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -98,6 +101,7 @@ impl Huskd {
             .arg("--config")
             .arg(self.config_path())
             .args(["--log-level", "debug"])
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -322,4 +326,47 @@ pub async fn channel(path: &Path) -> Result<Channel> {
         .await
         .context("connect to huskd socket")?;
     Ok(ch)
+}
+
+impl HuskdOptions {
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+impl Huskd {
+    /// The options the next (re)start uses: e.g. to set or clear `HUSK_FAILPOINTS` between
+    /// restarts.
+    pub fn options_mut(&mut self) -> &mut HuskdOptions {
+        &mut self.opts
+    }
+
+    /// Waits (≤ `timeout`) for the daemon to exit on its own (a failpoint that aborts it) and
+    /// reaps it; `None` if it still runs (it is left running) or was not running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    /// Starts the daemon again (after [`Huskd::kill`] or an exit) on the same dirs, with the
+    /// current options.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("huskd is still running");
+        }
+        self.spawn()
+    }
 }

@@ -1,14 +1,17 @@
-//! CreateContainer: image → overlay rootfs → OCI spec → monitor runs `<runtime> create` →
-//! CREATED. Every step is undone if a later one fails.
+//! CreateContainer: name → record *creating* (naming every host object it will have) → image
+//! lease → overlay rootfs → OCI spec (staged mounts) → monitor runs `<runtime> create` →
+//! CREATED. A failure (or a dropped caller) rolls back from the record; a crash leaves the
+//! record for recovery to roll back.
 
 use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use husk_monitor::config::MonitorConfig;
 
-use super::{ContainerConfig, ContainerRecord, ContainerState};
+use super::{ContainerConfig, ContainerIntent, ContainerRecord, ContainerState};
 use crate::engine::{CgroupDriver, Engine, now_nanos};
 use crate::error::{EngineError, Result, blocking};
+use crate::failpoint;
 use crate::names::new_id;
 use crate::rollback::Rollback;
 use crate::sandbox::{SandboxRecord, SandboxState};
@@ -78,17 +81,68 @@ impl Engine {
                 id: cfg.image.clone(),
             })?;
         let log_path = log_file(&pod, &cfg.log_path)?;
+        let (handler, _) = self.runtime(&pod.runtime_handler)?;
+        let handler = handler.to_string();
+        let image_config = self.images.config(&image)?.config.unwrap_or_default();
         let id = new_id();
         let _lock = self.locks.lock(id.clone()).await;
         let started = std::time::Instant::now();
-        let mut rb = Rollback::default();
-        match self
-            .create_steps(&id, &pod, image, cfg, log_path, &mut rb)
-            .await
-        {
+        let monitor_dir = self.cfg.state_dir.join("s").join(&id[..16]);
+        if monitor_dir.exists() {
+            return Err(EngineError::Invalid(format!(
+                "container id prefix {} collides",
+                &id[..16]
+            )));
+        }
+        let registrar_name = format!(
+            "{}_{}_{}_{}_{}",
+            cfg.name, pod.config.name, pod.config.namespace, pod.config.uid, cfg.attempt
+        );
+        self.names.reserve(&registrar_name, &id)?;
+        // Everything the container will have on the host, named before any of it is made.
+        let intent = ContainerRecord {
+            version: ContainerRecord::VERSION,
+            id: id.clone(),
+            sandbox_id: pod.id.clone(),
+            registrar_name,
+            state: ContainerState::Created,
+            intent: Some(ContainerIntent::Creating),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.to_string()),
+            runtime_handler: handler,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            pid: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            bundle: self.cfg.state_dir.join("containers").join(&id),
+            monitor_dir,
+            rw_dir: self.cfg.root.join("rw").join(&id),
+            log_path,
+            chain_ids: image.chain_ids(),
+            cgroups_path: self.cgroups_path(&pod.cgroup_parent, &id),
+            stop_signal: image_config.stop_signal.clone(),
+            user: None,
+            config: cfg,
+        };
+        let rb = {
+            let (j, rec) = (self.janitor.clone(), intent.clone());
+            Rollback::new("CreateContainer", async move {
+                let _ = j.roll_back_container(rec, false).await;
+            })
+        };
+        match self.create_steps(intent, &pod, image_config).await {
             Ok(rec) => {
                 rb.disarm();
                 tracing::info!(container = %id, pod = %pod.id, name = %rec.config.name, ms = started.elapsed().as_millis() as u64, "container created");
+                self.watch_exit(&rec);
+                self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Created);
                 Ok(rec)
             }
             Err(e) => {
@@ -99,119 +153,40 @@ impl Engine {
         }
     }
 
+    /// Persists a container record (off the async workers).
+    pub(crate) async fn persist_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let (c, r) = (self.containers.clone(), rec.clone());
+        blocking(move || c.put(&r)).await
+    }
+
     async fn create_steps(
         &self,
-        id: &str,
+        mut rec: ContainerRecord,
         pod: &SandboxRecord,
-        image: husk_image::ImageRecord,
-        cfg: ContainerConfig,
-        log_path: Option<PathBuf>,
-        rb: &mut Rollback,
+        image_config: husk_image::manifest::ContainerConfig,
     ) -> Result<ContainerRecord> {
-        let registrar_name = format!(
-            "{}_{}_{}_{}_{}",
-            cfg.name, pod.config.name, pod.config.namespace, pod.config.uid, cfg.attempt
-        );
-        self.names.reserve(&registrar_name, id)?;
-        {
-            let (names, n, i) = (self.names.clone(), registrar_name.clone(), id.to_string());
-            rb.push("release name", async move { names.release(&n, &i) });
-        }
-        let (handler, runtime) = self.runtime(&pod.runtime_handler)?;
-        let (handler, runtime) = (handler.to_string(), runtime.clone());
-        let image_config = self.images.config(&image)?.config.unwrap_or_default();
+        failpoint::hit("container.after_name")?;
+        // Intent before effect: nothing exists on the host that this record does not name.
+        self.persist_container(&rec).await?;
+        failpoint::hit("container.after_intent")?;
+        let id = rec.id.clone();
+        let handler = rec.runtime_handler.clone();
+        self.images.leases().add(&id, rec.chain_ids.clone());
 
-        // Directories: the bundle (runtime state) and the writable layer (persistent).
-        let bundle = self.cfg.state_dir.join("containers").join(id);
-        let rw_dir = self.cfg.root.join("rw").join(id);
-        let rootfs = bundle.join("rootfs");
-        let monitor_dir = self.cfg.state_dir.join("s").join(&id[..16]);
-        if monitor_dir.exists() {
-            return Err(EngineError::Invalid(format!(
-                "container id prefix {} collides",
-                &id[..16]
-            )));
-        }
-        for d in [
-            &rootfs,
-            &rw_dir.join("upper"),
-            &rw_dir.join("work"),
-            &monitor_dir,
-        ] {
-            std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
-        }
-        {
-            let (b, r, m) = (bundle.clone(), rw_dir.clone(), monitor_dir.clone());
-            rb.push("remove dirs", async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = std::fs::remove_dir_all(b);
-                    let _ = std::fs::remove_dir_all(r);
-                    let _ = std::fs::remove_dir_all(m);
-                })
-                .await;
-            });
-        }
-
-        // Root filesystem: the image's snapshots under a per-container upper dir.
-        let chain_ids = image.chain_ids();
-        self.images.leases().add(id, chain_ids.clone());
-        {
-            let (images, i) = (self.images.clone(), id.to_string());
-            rb.push(
-                "drop image lease",
-                async move { images.leases().remove(&i) },
-            );
-        }
-        let mut lowers = self.images.snapshotter().lowerdirs(&chain_ids)?;
-        if lowers.is_empty() {
-            let empty = rw_dir.join("empty");
-            std::fs::create_dir_all(&empty).map_err(|e| EngineError::io("create", &empty, e))?;
-            lowers.push(empty);
-        }
-        // A pod with its own user namespace: the layers go in idmapped (the container's root
-        // owns the image's files) and the writable layer belongs to the mapped root, so that
-        // what the container writes lands on disk with its host ids.
+        // Root filesystem: the image's snapshots under a per-container upper dir. A pod with
+        // its own user namespace: the layers go in idmapped (the container's root owns the
+        // image's files) and the writable layer belongs to the mapped root, so that what the
+        // container writes lands on disk with its host ids.
         let userns = pod_userns(pod)?;
-        let layer_dir = monitor_dir.join("l");
-        if let Some((pin, u)) = &userns {
-            let ns_fd = std::fs::File::open(pin).map_err(|e| EngineError::io("open", pin, e))?;
-            let d = layer_dir.clone();
-            rb.push("release idmapped layers", async move {
-                let _ =
-                    tokio::task::spawn_blocking(move || super::staged::release_layers(&d)).await;
-            });
-            lowers = super::staged::idmapped_layers(&layer_dir, &lowers, ns_fd.as_fd())?;
-            let (uid, gid) = (
-                si::map_to_host(&u.uids, 0).unwrap_or(0),
-                si::map_to_host(&u.gids, 0).unwrap_or(0),
-            );
-            let upper = rw_dir.join("upper");
-            rustix::fs::chown(
-                &upper,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .map_err(|e| EngineError::io("chown", &upper, e.into()))?;
-        }
-        husk_sys::mount::overlay(
-            &lowers,
-            Some((&rw_dir.join("upper"), &rw_dir.join("work"))),
-            &rootfs,
-        )?;
         {
-            let r = rootfs.clone();
-            rb.push("unmount rootfs", async move {
-                let _ = husk_sys::mount::unmount_all(&r);
-            });
+            let (images, r, userns) = (self.images.clone(), rec.clone(), userns.clone());
+            blocking(move || make_rootfs(&images, &r, userns.as_ref())).await?;
         }
-        if userns.is_some() {
-            // The overlay holds private clones of its layers.
-            super::staged::release_layers(&layer_dir)?;
-        }
+        failpoint::hit("container.after_rootfs")?;
 
-        let cgroups_path = self.cgroups_path(&pod.cgroup_parent, id);
         // Network and IPC are the pod's, whatever the container config says (the kubelet always
         // sends them equal); pid POD in a pod without a shared PID namespace means its own.
+        let cfg = &rec.config;
         let mut settings = cfg.settings.clone();
         let ns = &mut settings.security.namespaces;
         ns.network = pod.config.namespaces.network;
@@ -221,7 +196,7 @@ impl Engine {
         }
         let input = si::SpecInput {
             identity: si::Identity {
-                container_id: id.to_string(),
+                container_id: id.clone(),
                 container_name: cfg.name.clone(),
                 sandbox_id: pod.id.clone(),
                 pod_name: pod.config.name.clone(),
@@ -236,7 +211,7 @@ impl Engine {
                     .unwrap_or_default(),
                 privileged: pod.config.privileged,
             },
-            image: image_config.clone(),
+            image: image_config,
             sandbox_files: si::SandboxFiles {
                 hostname: Some(pod.hostname_file.clone()),
                 hosts: Some(pod.hosts_file.clone()),
@@ -248,15 +223,15 @@ impl Engine {
                 ipc: pod.ipcns.clone(),
                 uts: pod.utsns.clone(),
                 pid: pod.pidns.clone(),
-                target_pid: self.target_pid_ns(&cfg)?,
+                target_pid: self.target_pid_ns(cfg)?,
                 user: userns.clone().map(|(path, u)| si::PodUserNamespace {
                     path,
                     uids: u.uids,
                     gids: u.gids,
                 }),
             },
-            rootfs: rootfs.clone(),
-            cgroups_path: cgroups_path.clone(),
+            rootfs: rec.rootfs(),
+            cgroups_path: rec.cgroups_path.clone(),
             host: self.host.clone(),
         };
         let stage_rro = !self
@@ -264,13 +239,7 @@ impl Engine {
             .await
             .is_some_and(|f| f.native_rro);
         let idmap_pin = userns.as_ref().map(|(p, _)| p.clone());
-        if stage_rro || idmap_pin.is_some() {
-            let b = bundle.clone();
-            rb.push("unstage mounts", async move {
-                let _ = tokio::task::spawn_blocking(move || super::staged::unstage_all(&b)).await;
-            });
-        }
-        let spec_bundle = bundle.clone();
+        let spec_bundle = rec.bundle.clone();
         let staged_any = stage_rro || idmap_pin.is_some();
         let user = blocking(move || {
             let mut input = input;
@@ -300,33 +269,36 @@ impl Engine {
         })
         .await?;
 
-        if let Some(lp) = &log_path
-            && let Some(parent) = lp.parent()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| EngineError::io("create", parent, e))?;
-        }
         let rt_cfg = &self.cfg.runtimes[&handler];
         let mcfg = MonitorConfig {
-            id: id.to_string(),
-            bundle: bundle.clone(),
+            id: id.clone(),
+            bundle: rec.bundle.clone(),
             runtime_path: rt_cfg.path.clone(),
             runtime_root: rt_cfg.root.clone(),
             systemd_cgroup: rt_cfg.systemd_cgroup,
-            log_path: log_path.clone(),
-            socket: monitor_dir.join("monitor.sock"),
-            exit_file: bundle.join("exit.json"),
-            pid_file: bundle.join("pid"),
-            runtime_log: bundle.join("runtime.log"),
+            log_path: rec.log_path.clone(),
+            socket: rec.monitor_socket(),
+            exit_file: rec.exit_file(),
+            pid_file: rec.bundle.join("pid"),
+            runtime_log: rec.bundle.join("runtime.log"),
             tty: cfg.settings.tty,
             stdin: cfg.stdin,
             stdin_once: cfg.stdin_once,
-            cgroup_oom_paths: self.oom_paths(&cgroups_path),
+            cgroup_oom_paths: self.oom_paths(&rec.cgroups_path),
         };
-        let mpath = bundle.join("monitor.json");
+        let mpath = rec.monitor_config();
         let data =
             serde_json::to_vec_pretty(&mcfg).map_err(|e| EngineError::Task(e.to_string()))?;
-        husk_sys::fs::atomic_write(&mpath, &data)
-            .map_err(|e| EngineError::io("write", &mpath, e))?;
+        let log_path = rec.log_path.clone();
+        let mp = mpath.clone();
+        blocking(move || {
+            if let Some(parent) = log_path.as_deref().and_then(Path::parent) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| EngineError::io("create", parent, e))?;
+            }
+            husk_sys::fs::atomic_write(&mp, &data).map_err(|e| EngineError::io("write", &mp, e))
+        })
+        .await?;
         let (mut child, pid) = husk_monitor::client::spawn_monitor(&self.cfg.monitor_bin, &mpath)
             .await
             .map_err(|e| EngineError::Monitor(e.to_string()))?;
@@ -334,53 +306,19 @@ impl Engine {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
+        rec.pid = pid;
+        failpoint::hit("container.after_create")?;
         // The runtime has bound the staged trees into the container's mount namespace: ours
         // go now, so that nothing of ours pins the host paths (a volume's owner may unmount
         // and remove them while the container runs, as with any runtime).
         if staged_any {
-            let b = bundle.clone();
+            let b = rec.bundle.clone();
             blocking(move || super::staged::unstage_all(&b)).await?;
         }
-        {
-            let (rt, i) = (runtime.clone(), id.to_string());
-            rb.push("delete from runtime", async move {
-                let _ = tokio::task::spawn_blocking(move || rt.delete(&i, true)).await;
-            });
-        }
-
-        let rec = ContainerRecord {
-            version: ContainerRecord::VERSION,
-            id: id.to_string(),
-            sandbox_id: pod.id.clone(),
-            registrar_name,
-            state: ContainerState::Created,
-            image_id: image.id.clone(),
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.to_string()),
-            runtime_handler: handler,
-            created_at: now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            pid,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            bundle,
-            monitor_dir,
-            rw_dir,
-            log_path,
-            chain_ids,
-            cgroups_path,
-            stop_signal: image_config.stop_signal.clone(),
-            user,
-            config: cfg,
-        };
-        self.containers.put(&rec)?;
-        self.watch_exit(&rec);
-        self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Created);
+        failpoint::hit("container.before_persist")?;
+        rec.user = user;
+        rec.intent = None;
+        self.persist_container(&rec).await?;
         Ok(rec)
     }
 
@@ -419,4 +357,48 @@ impl Engine {
         }
         Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", t.pid))))
     }
+}
+
+/// The directories and the overlay rootfs of a container (idmapped layers for a pod with its
+/// own user namespace). Blocking.
+fn make_rootfs(
+    images: &husk_image::ImageService,
+    rec: &ContainerRecord,
+    userns: Option<&(PathBuf, crate::sandbox::UsernsConfig)>,
+) -> Result<()> {
+    let (rootfs, upper, work) = (
+        rec.rootfs(),
+        rec.rw_dir.join("upper"),
+        rec.rw_dir.join("work"),
+    );
+    for d in [&rootfs, &upper, &work, &rec.monitor_dir] {
+        std::fs::create_dir_all(d).map_err(|e| EngineError::io("create", d, e))?;
+    }
+    let mut lowers = images.snapshotter().lowerdirs(&rec.chain_ids)?;
+    if lowers.is_empty() {
+        let empty = rec.rw_dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| EngineError::io("create", &empty, e))?;
+        lowers.push(empty);
+    }
+    let layer_dir = rec.layers_dir();
+    if let Some((pin, u)) = userns {
+        let ns_fd = std::fs::File::open(pin).map_err(|e| EngineError::io("open", pin, e))?;
+        lowers = super::staged::idmapped_layers(&layer_dir, &lowers, ns_fd.as_fd())?;
+        let (uid, gid) = (
+            si::map_to_host(&u.uids, 0).unwrap_or(0),
+            si::map_to_host(&u.gids, 0).unwrap_or(0),
+        );
+        rustix::fs::chown(
+            &upper,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| EngineError::io("chown", &upper, e.into()))?;
+    }
+    husk_sys::mount::overlay(&lowers, Some((&upper, &work)), &rootfs)?;
+    if userns.is_some() {
+        // The overlay holds private clones of its layers.
+        super::staged::release_layers(&layer_dir)?;
+    }
+    Ok(())
 }

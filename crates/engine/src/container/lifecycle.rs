@@ -1,18 +1,28 @@
-//! StartContainer, StopContainer, RemoveContainer, status and list.
+//! StartContainer (intent *starting* before `<runtime> start`), StopContainer, RemoveContainer
+//! (intent *removing* before the first undo, then the `Janitor` (`undo.rs`) on a task of its
+//! own), status and list.
 
 use std::time::Duration;
 
-use super::{ContainerFilter, ContainerRecord, ContainerState, parse_signal};
+use super::{ContainerFilter, ContainerIntent, ContainerRecord, ContainerState, parse_signal};
 use crate::engine::{Engine, now_nanos};
 use crate::error::{EngineError, Result, blocking};
+use crate::failpoint;
 
 /// How long a SIGKILLed container may take to be gone before StopContainer gives up.
 const KILL_GRACE: Duration = Duration::from_secs(30);
 
 impl Engine {
-    /// A container by id or unique prefix.
+    /// A container by id or unique prefix (one being created is not there yet).
     pub fn container(&self, id: &str) -> Result<ContainerRecord> {
-        self.containers.resolve("container", id)
+        match self.containers.resolve("container", id) {
+            Ok(r) if r.visible() => Ok(r),
+            Ok(r) => Err(EngineError::NotFound {
+                what: "container",
+                id: r.id,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn list_containers(&self, f: &ContainerFilter) -> Vec<ContainerRecord> {
@@ -20,7 +30,7 @@ impl Engine {
             .containers
             .list()
             .into_iter()
-            .filter(|c| f.matches(c))
+            .filter(|c| c.visible() && f.matches(c))
             .collect();
         v.sort_by_key(|c| c.created_at);
         v
@@ -44,30 +54,43 @@ impl Engine {
         let cid = rec.id.clone();
         // Taken before the start: a quick container may be reaped before `start` returns.
         let started_at = now_nanos();
-        match blocking(move || rt.start(&cid).map_err(Into::into)).await {
+        // Intent before effect: recovery asks the runtime whether this start happened.
+        self.update_container(&rec.id, move |r| {
+            r.intent = Some(ContainerIntent::Starting);
+            r.started_at = started_at;
+        })
+        .await?;
+        failpoint::hit("container.start.after_intent")?;
+        let started = blocking(move || rt.start(&cid).map_err(Into::into)).await;
+        if started.is_ok() {
+            failpoint::hit("container.start.after_runtime")?;
+        }
+        match started {
             Ok(()) => {
-                let r = self.containers.update(&rec.id, |r| {
-                    if r.state == ContainerState::Created {
-                        r.state = ContainerState::Running;
-                    }
-                    r.started_at = started_at;
-                })?;
+                let r = self
+                    .update_container(&rec.id, move |r| {
+                        if r.state == ContainerState::Created {
+                            r.state = ContainerState::Running;
+                        }
+                        r.started_at = started_at;
+                        r.intent = None;
+                    })
+                    .await?;
                 tracing::info!(container = %rec.id, "container started");
                 self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Started);
-                r.ok_or_else(|| EngineError::NotFound {
-                    what: "container",
-                    id: rec.id.clone(),
-                })
+                Ok(r)
             }
             Err(e) => {
                 let msg = e.to_string();
-                self.containers.update(&rec.id, |r| {
+                self.update_container(&rec.id, move |r| {
                     r.state = ContainerState::Exited;
+                    r.intent = None;
                     r.reason = "ContainerCannotRun".into();
-                    r.message = msg.clone();
+                    r.message = msg;
                     r.exit_code = 128;
                     r.finished_at = now_nanos();
-                })?;
+                })
+                .await?;
                 // The created process is still waiting in the runtime: kill it.
                 let (_, rt) = self.runtime(&rec.runtime_handler)?;
                 let (rt, cid) = (rt.clone(), rec.id.clone());
@@ -106,6 +129,7 @@ impl Engine {
             {
                 return Err(e);
             }
+            failpoint::hit("container.stop.after_signal")?;
             if self
                 .wait_exited(&rec.id, Duration::from_secs(timeout_secs as u64))
                 .await
@@ -120,6 +144,9 @@ impl Engine {
             && !is_not_running(&e)
         {
             return Err(e);
+        }
+        if timeout_secs <= 0 || rec.state != ContainerState::Running {
+            failpoint::hit("container.stop.after_signal")?;
         }
         if !self.wait_exited(&rec.id, KILL_GRACE).await {
             return Err(EngineError::Timeout {
@@ -142,36 +169,28 @@ impl Engine {
             self.stop_container(&rec.id, 0).await?;
         }
         let _lock = self.locks.lock(rec.id.clone()).await;
-        let (_, rt) = self.runtime(&rec.runtime_handler)?;
-        let (rt, cid) = (rt.clone(), rec.id.clone());
-        blocking(move || rt.delete(&cid, true).map_err(Into::into)).await?;
-        let r = rec.clone();
-        blocking(move || {
-            let rootfs = r.rootfs();
-            husk_sys::mount::unmount_all(&rootfs)
-                .map_err(|e| EngineError::io("unmount", &rootfs, e))?;
-            // Staged volume trees go before the bundle is removed (never through them).
-            super::staged::unstage_all(&r.bundle)?;
-            for d in [&r.bundle, &r.rw_dir, &r.monitor_dir] {
-                match std::fs::remove_dir_all(d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(EngineError::io("remove", d, e)),
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        self.containers.delete(&rec.id)?;
-        self.names.release(&rec.registrar_name, &rec.id);
-        self.exits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.id);
-        self.images.leases().remove(&rec.id);
+        if !self.containers.get(&rec.id).is_some_and(|r| r.visible()) {
+            return Ok(());
+        }
+        // Intent before effect: recovery finishes a removal that a crash cut short.
+        let rec = self
+            .update_container(&rec.id, |r| r.intent = Some(ContainerIntent::Removing))
+            .await?;
+        failpoint::hit("container.remove.after_intent")?;
+        let (id, sandbox_id, image_id) =
+            (rec.id.clone(), rec.sandbox_id.clone(), rec.image_id.clone());
+        self.janitor
+            .detached(move |j| async move {
+                j.container_runtime_down(&rec, false).await?;
+                failpoint::hit("container.remove.after_delete")?;
+                j.container_files_down(&rec).await?;
+                failpoint::hit("container.remove.after_unmount")?;
+                j.forget_container(&rec).await
+            })
+            .await?;
         if self
             .images
-            .status(&rec.image_id.to_string())
+            .status(&image_id.to_string())
             .ok()
             .flatten()
             .is_none()
@@ -179,9 +198,24 @@ impl Engine {
             // Its image was removed while it ran: the snapshots can go now.
             self.images.gc().await?;
         }
-        tracing::info!(container = %rec.id, "container removed");
-        self.emit(&rec.id, &rec.sandbox_id, crate::events::EventKind::Deleted);
+        tracing::info!(container = %id, "container removed");
+        self.emit(&id, &sandbox_id, crate::events::EventKind::Deleted);
         Ok(())
+    }
+
+    /// Updates a container record (off the async workers); the record as written.
+    pub(crate) async fn update_container(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord) + Send + 'static,
+    ) -> Result<ContainerRecord> {
+        let (c, i) = (self.containers.clone(), id.to_string());
+        blocking(move || c.update(&i, f))
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "container",
+                id: id.to_string(),
+            })
     }
 }
 

@@ -2,12 +2,19 @@
 //! record and state machine.
 //!
 //! ```text
-//!  CreateContainer ──► CREATED ──StartContainer──► RUNNING ──exit / StopContainer──► EXITED
-//!        │                 │ start fails ─────────────────────────────────────────► EXITED
-//!        │                 └──StopContainer (kill) ───────────────────────────────► EXITED
-//!        ▼ failure half way: monitor killed, runtime state deleted, rootfs unmounted, record
-//!   (nothing)               never written                RemoveContainer (any state) ──► (gone)
+//!  CreateContainer ──► (creating) ──► CREATED ──StartContainer──► (starting) ──► RUNNING
+//!        │                               │ start fails ──────────────────────────► EXITED
+//!        │                               └──StopContainer (kill) ────────────────► EXITED
+//!        ▼ failure or crash half way: runtime state deleted, monitor killed,  exit / StopContainer
+//!   (nothing)  staged mounts and rootfs unmounted, dirs, name and record gone        ▼
+//!                                       RemoveContainer (any state) ──► (removing) ──► (gone)
 //! ```
+//! Intent before effect: the record is written in the *creating* / *starting* / *removing*
+//! state ([`ContainerIntent`]) before the first host object is made or undone; it names them
+//! all (bundle with rootfs, `monitor.json` and staged mounts, monitor dir with idmapped
+//! layers, writable layer, runtime id, name, image lease). A *creating* container is invisible
+//! to the CRI; recovery undoes it, settles a cut start from the runtime's state and finishes a
+//! removal.
 //! The `husk-monitor` of a container owns its stdio and learns its exit; huskd learns it from
 //! the monitor (a `wait` on its socket) or, after a restart, from the monitor's exit file.
 
@@ -18,6 +25,7 @@ mod lifecycle;
 mod staged;
 mod stats;
 mod stream;
+mod undo;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +39,7 @@ use tokio::sync::watch as tokio_watch;
 pub use checkpoint::DEFAULT_CHECKPOINT_TIMEOUT;
 pub use exec::ExecOutput;
 pub use husk_monitor::protocol::ExitRecord;
+pub(crate) use staged::{release_layers, unstage_all};
 pub use stats::ContainerUsage;
 pub use stream::{ExecSession, ExecStreamRequest};
 pub(crate) use watch::parse_rfc3339_nanos as parse_finished;
@@ -63,6 +72,19 @@ pub enum ContainerState {
     Running,
     Exited,
     Unknown,
+}
+
+/// The operation under way on a container, written before its first effect; `None` once
+/// settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerIntent {
+    /// CreateContainer: recovery undoes it.
+    Creating,
+    /// StartContainer (`started_at` is the time taken before `<runtime> start`): recovery asks
+    /// the runtime whether it ran.
+    Starting,
+    /// RemoveContainer: recovery finishes it.
+    Removing,
 }
 
 /// The persisted container (`<root>/containers/<id>.json`).
@@ -105,6 +127,9 @@ pub struct ContainerRecord {
     /// (`ContainerStatus.user`). Absent in records written before it was kept.
     #[serde(default)]
     pub user: Option<ProcessUser>,
+    /// The operation under way (absent in records written before it was kept: settled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<ContainerIntent>,
 }
 
 /// The uid, gid and supplementary groups of a container's process.
@@ -138,6 +163,18 @@ impl ContainerRecord {
     }
     pub fn spec_path(&self) -> PathBuf {
         self.bundle.join("config.json")
+    }
+    /// The monitor's configuration (its command line names it).
+    pub fn monitor_config(&self) -> PathBuf {
+        self.bundle.join("monitor.json")
+    }
+    /// Idmapped copies of the image layers (pods with their own user namespace).
+    pub fn layers_dir(&self) -> PathBuf {
+        self.monitor_dir.join("l")
+    }
+    /// Whether the CRI sees this container (one being created is not there yet).
+    pub fn visible(&self) -> bool {
+        self.intent != Some(ContainerIntent::Creating)
     }
 
     /// The error for an operation this container's state does not allow.

@@ -101,7 +101,8 @@ impl Engine {
         let (rt, cid) = (rt.clone(), rec.id.clone());
         blocking(move || rt.update(&cid, &json).map_err(Into::into)).await?;
         self.containers
-            .update(&rec.id, |r| r.config.settings.resources = Some(res))?;
+            .update_async(&rec.id, |r| r.config.settings.resources = Some(res))
+            .await?;
         tracing::info!(container = %rec.id, "resources updated");
         Ok(())
     }

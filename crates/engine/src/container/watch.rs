@@ -34,15 +34,17 @@ impl Engine {
             let _starting = locks.lock(super::lifecycle::starting_key(&id)).await;
             let finished = parse_rfc3339_nanos(&exit.finished_at);
             let reason = exit_reason(&exit).to_string();
-            let res = containers.update(&id, |r| {
-                // A record may already say EXITED (start failure); keep its reason.
-                if r.state != ContainerState::Exited {
-                    r.state = ContainerState::Exited;
-                    r.exit_code = exit.exit_code;
-                    r.finished_at = finished;
-                    r.reason = reason.clone();
-                }
-            });
+            let res = containers
+                .update_async(&id, |r| {
+                    // A record may already say EXITED (start failure); keep its reason.
+                    if r.state != ContainerState::Exited {
+                        r.state = ContainerState::Exited;
+                        r.exit_code = exit.exit_code;
+                        r.finished_at = finished;
+                        r.reason = reason.clone();
+                    }
+                })
+                .await;
             if let Err(e) = res {
                 tracing::error!(container = %id, error = %e, "recording exit");
             }

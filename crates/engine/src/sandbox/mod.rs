@@ -2,20 +2,28 @@
 //! persisted record and state machine.
 //!
 //! ```text
-//!   RunPodSandbox ──► READY ──StopPodSandbox──► NOTREADY ──RemovePodSandbox──► (gone)
-//!        │ failure half way: every step undone, nothing persisted
-//!        ▼
-//!     (nothing)
+//!   RunPodSandbox ──► (creating) ──► READY ──StopPodSandbox──► (stopping) ──► NOTREADY
+//!                         │                                                     │
+//!   failure / crash: every step undone from the record ──► (gone)   RemovePodSandbox
+//!   (an undo that cannot finish, e.g. CNI DEL failing: NOTREADY)                 ▼
+//!                                                               (removing) ──► (gone)
 //! ```
+//! Intent before effect: the record is written in the *creating* / *stopping* / *removing*
+//! state ([`SandboxIntent`]) before the first host object of the operation is made or undone,
+//! naming every one of them (pins, `/dev/shm`, the state dir with the pause init's working
+//! directory, the CNI attachment by pod id, the name), so that recovery at the next start can
+//! finish or undo whatever a crash left. A *creating* pod is invisible to the CRI.
 //! A READY pod owns pinned network/IPC/UTS namespaces (unless it uses the host's), a `/dev/shm`
 //! tmpfs (unless host IPC), and its `hostname`/`hosts`/`resolv.conf` files; with a user
 //! namespace (mode POD) that namespace is pinned too and owns the others. NOTREADY keeps
 //! only the record and the containers' records; stop and remove are idempotent.
 
 mod files;
-mod lifecycle;
+pub mod lifecycle;
 pub mod network;
+mod run;
 pub mod stats;
+mod undo;
 mod userns;
 
 use std::collections::BTreeMap;
@@ -88,6 +96,17 @@ pub enum SandboxState {
     NotReady,
 }
 
+/// The operation under way on a pod, written before its first effect; `None` once settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxIntent {
+    /// RunPodSandbox: the record names what will be made; recovery undoes it.
+    Creating,
+    /// StopPodSandbox: recovery finishes the stop.
+    Stopping,
+    /// RemovePodSandbox: recovery finishes the removal.
+    Removing,
+}
+
 /// The persisted sandbox (`<root>/sandboxes/<id>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SandboxRecord {
@@ -123,6 +142,16 @@ pub struct SandboxRecord {
     pub network_setup: bool,
     /// A CNI DEL failed and must be retried (stop, remove, next start of huskd).
     pub network_teardown_pending: bool,
+    /// The operation under way (absent in records written before it was kept: settled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<SandboxIntent>,
+}
+
+impl SandboxRecord {
+    /// Whether the CRI sees this pod (a pod being created is not there yet).
+    pub fn visible(&self) -> bool {
+        self.intent != Some(SandboxIntent::Creating)
+    }
 }
 
 impl Record for SandboxRecord {

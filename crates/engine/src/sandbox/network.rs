@@ -1,11 +1,12 @@
 //! The pod's network through CNI: the request built from the pod config (port mappings,
 //! bandwidth annotations, DNS, cgroup parent), setup at RunPodSandbox, and a teardown that
-//! always happens — a failed DEL is remembered in the record and retried on the next stop,
-//! on remove and at the next start of huskd.
+//! always happens (`Janitor::pod_network_down` in `sandbox/undo.rs`) — a failed DEL is
+//! remembered in the record and retried on the next stop, on remove and at the next start of
+//! huskd.
 
 use husk_net::{Bandwidth, Dns, PodNetwork, PortMapping, Protocol};
 
-use super::{NamespaceMode, PodConfig, SandboxRecord};
+use super::{NamespaceMode, PodConfig};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 
@@ -13,7 +14,7 @@ pub const INGRESS_ANNOTATION: &str = "kubernetes.io/ingress-bandwidth";
 pub const EGRESS_ANNOTATION: &str = "kubernetes.io/egress-bandwidth";
 
 /// The CNI request of a pod (validated: bad values are InvalidArgument before anything runs).
-pub(crate) fn pod_network(
+pub fn pod_network(
     id: &str,
     netns: &std::path::Path,
     cfg: &PodConfig,
@@ -80,39 +81,5 @@ impl Engine {
     /// NetworkReady: `Ok` once a valid CNI config exists.
     pub async fn network_status(&self) -> std::result::Result<(), husk_net::NotReady> {
         self.network.status().await
-    }
-
-    /// CNI DEL for a pod whose network was set up (or may have been, half way). On failure the
-    /// record keeps `network_teardown_pending` so that it is retried.
-    pub(crate) async fn teardown_network(&self, rec: &SandboxRecord) -> Result<()> {
-        if !rec.network_setup && !rec.network_teardown_pending {
-            return Ok(());
-        }
-        let netns = rec.netns.clone().unwrap_or_default();
-        let pn =
-            pod_network(&rec.id, &netns, &rec.config, &rec.cgroup_parent).unwrap_or_else(|_| {
-                PodNetwork::new(
-                    &rec.id,
-                    &netns,
-                    &rec.config.namespace,
-                    &rec.config.name,
-                    &rec.config.uid,
-                )
-            });
-        match self.network.teardown(&pn).await {
-            Ok(()) => {
-                self.sandboxes.update(&rec.id, |r| {
-                    r.network_setup = false;
-                    r.network_teardown_pending = false;
-                    r.ips.clear();
-                })?;
-                Ok(())
-            }
-            Err(e) => {
-                self.sandboxes
-                    .update(&rec.id, |r| r.network_teardown_pending = true)?;
-                Err(EngineError::Network(e.to_string()))
-            }
-        }
     }
 }

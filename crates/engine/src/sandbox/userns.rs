@@ -84,14 +84,16 @@ fn map_text(maps: &[IdMapping]) -> String {
 }
 
 /// Makes the user namespace at `user_pin` and, inside it, the namespaces `req` names; pins
-/// them all. On error nothing stays pinned.
+/// them all. On error nothing stays pinned. The helper works in `pod_dir` (how the sweep knows
+/// one an earlier huskd left behind).
 pub(crate) async fn create_pinned(
     monitor_bin: &Path,
+    pod_dir: &Path,
     user_pin: &Path,
     maps: &UsernsConfig,
     req: &PinRequest,
 ) -> Result<()> {
-    let r = tokio::time::timeout(TIMEOUT, create(monitor_bin, user_pin, maps, req)).await;
+    let r = tokio::time::timeout(TIMEOUT, create(monitor_bin, pod_dir, user_pin, maps, req)).await;
     let r = r.unwrap_or_else(|_| {
         Err(EngineError::Timeout {
             what: "making the pod's user namespace".into(),
@@ -123,6 +125,7 @@ fn all_pins(user_pin: &Path, req: &PinRequest) -> Vec<PathBuf> {
 
 async fn create(
     monitor_bin: &Path,
+    pod_dir: &Path,
     user_pin: &Path,
     maps: &UsernsConfig,
     req: &PinRequest,
@@ -130,6 +133,7 @@ async fn create(
     let mon = |m: String| EngineError::Monitor(format!("husk-monitor userns: {m}"));
     let mut child = tokio::process::Command::new(monitor_bin)
         .arg("userns")
+        .current_dir(pod_dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

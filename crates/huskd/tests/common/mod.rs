@@ -455,3 +455,269 @@ pub fn assert_no_leaks(h: &Huskd, container_ids: &[String]) {
         h.processes()
     );
 }
+
+// ---- crash tests (failpoints.rs, chaos.rs) ---------------------------------------------------
+
+/// What the crash tests need: root, both runtimes, `ip`, `iptables-save` and the CNI plugins.
+/// Missing: a skip note (false), or a failure under `HUSK_REQUIRE_SYSTEM=1`.
+pub fn crash_test_system() -> bool {
+    [
+        "root",
+        "runc",
+        "crun",
+        "ip",
+        "iptables-save",
+        "/usr/lib/cni/bridge",
+        "/usr/lib/cni/host-local",
+        "/usr/lib/cni/portmap",
+    ]
+    .iter()
+    .all(|w| husk_test_support::require_system(w))
+}
+
+/// A bridge network of a crash test (bridge + host-local + portmap, no masquerade, pods get no
+/// default route) with its own bridge, subnet, host-local data dir and pod cgroup parent; the
+/// bridge and the cgroup parent go on drop.
+pub struct CrashNet {
+    pub name: String,
+    pub bridge: String,
+    /// `10.x.y`: the subnet is `<prefix>.0/24`.
+    pub prefix: String,
+    pub data_dir: tempfile::TempDir,
+    /// Every pod's cgroup parent (cgroupfs), so leaked container cgroups can be found.
+    pub cgroup_parent: String,
+}
+
+/// The cgroup v1 controllers containers get directories in.
+const CGROUP_CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "pids", "devices", "freezer", "blkio", "cpuset",
+];
+
+impl CrashNet {
+    /// `slot` tells the networks of one test process apart (0..8).
+    pub fn new(slot: u32) -> CrashNet {
+        let n = (std::process::id() % 200) * 8 + slot % 8;
+        CrashNet {
+            name: format!("husk-crash-{n}"),
+            bridge: format!("hkc{n}"),
+            prefix: format!("10.{}.{}", 150 + n / 250, n % 250),
+            data_dir: tempfile::tempdir().unwrap(),
+            cgroup_parent: format!("/husk-crash-{n}"),
+        }
+    }
+
+    pub fn conflist(&self) -> String {
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "{name}", "plugins": [
+                {{"type": "bridge", "bridge": "{br}", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{p}.0/24"}}]], "dataDir": "{dd}"}}}},
+                {{"type": "portmap", "snat": false, "capabilities": {{"portMappings": true}}}}
+            ]}}"#,
+            name = self.name,
+            br = self.bridge,
+            p = self.prefix,
+            dd = self.data_dir.path().display()
+        )
+    }
+
+    /// Makes this the daemon's only network.
+    pub fn install(&self, h: &Huskd) {
+        let dir = h.cni_dir().join("net.d");
+        let _ = std::fs::remove_file(dir.join("99-loopback.conflist"));
+        std::fs::write(dir.join("10-crash.conflist"), self.conflist()).unwrap();
+    }
+
+    /// A pod on this network: its own cgroup parent, a shared PID namespace (so it has a
+    /// `pause` init), and a host port when asked.
+    pub fn pod_config(
+        &self,
+        env: &Env,
+        name: &str,
+        host_port: Option<u16>,
+    ) -> cri::PodSandboxConfig {
+        let mut pc = env.pod_config(name);
+        let linux = pc.linux.get_or_insert_default();
+        linux.cgroup_parent = self.cgroup_parent.clone();
+        linux
+            .security_context
+            .get_or_insert_default()
+            .namespace_options = Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..kubelet_namespaces()
+        });
+        if let Some(hp) = host_port {
+            pc.port_mappings = vec![cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 8080,
+                host_port: hp as i32,
+                host_ip: String::new(),
+            }];
+        }
+        pc
+    }
+
+    /// IP reservations host-local holds (one file per allocated IP).
+    pub fn reservations(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.path().join(&self.name))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Interfaces enslaved to the bridge (the pods' veths).
+    pub fn veths(&self) -> Vec<String> {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or(l).trim().to_string())
+            .collect()
+    }
+
+    /// iptables rules (any table) naming the network or an address of the subnet: portmap's
+    /// DNAT chains and their jumps.
+    pub fn nat_rules(&self) -> Vec<String> {
+        let out = std::process::Command::new("iptables-save")
+            .output()
+            .unwrap();
+        let subnet = format!("{}.", self.prefix);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&self.name) || l.contains(&subnet))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Container cgroups left under the pods' cgroup parent.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        CGROUP_CONTROLLERS
+            .iter()
+            .flat_map(|c| {
+                std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join(rel))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+            })
+            .collect()
+    }
+
+    /// Everything of the daemon's pods and containers still on the host, described; empty
+    /// when nothing leaked. Call once everything is removed through the CRI.
+    pub fn leaks(&self, h: &Huskd) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(
+            h.mounts()
+                .into_iter()
+                .map(|m| format!("mount {}", m.display())),
+        );
+        for (what, dir) in [
+            ("pod state dir", h.state_dir().join("pods")),
+            ("container bundle", h.state_dir().join("containers")),
+            ("monitor dir", h.state_dir().join("s")),
+            ("writable layer", h.root_dir().join("rw")),
+            ("CNI cache entry", h.root_dir().join("cni/results")),
+            ("pod record", h.root_dir().join("sandboxes")),
+            ("container record", h.root_dir().join("containers")),
+        ] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                // Sockets of exec sessions live in s/ too; records moved aside stay for a human.
+                if n.starts_with('.') || n.ends_with(".sock") || n.ends_with(".corrupt") {
+                    continue;
+                }
+                out.push(format!("{what} {}", e.path().display()));
+            }
+        }
+        out.extend(
+            self.reservations()
+                .into_iter()
+                .map(|ip| format!("IP reservation {ip}")),
+        );
+        out.extend(self.veths().into_iter().map(|v| format!("veth {v}")));
+        out.extend(
+            self.nat_rules()
+                .into_iter()
+                .map(|r| format!("iptables rule {r}")),
+        );
+        out.extend(
+            self.cgroups()
+                .into_iter()
+                .map(|c| format!("cgroup {}", c.display())),
+        );
+        for p in h.processes() {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push(format!("process {p} {cmd}"));
+        }
+        for rt in RUNTIMES {
+            let root = h.state_dir().join("runtimes").join(rt);
+            if !root.exists() {
+                continue;
+            }
+            let o = std::process::Command::new(rt)
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-q"])
+                .output()
+                .unwrap();
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                out.push(format!("{rt} container {id}"));
+            }
+        }
+        out
+    }
+
+    /// Removes every pod and container the daemon lists, through the CRI.
+    pub async fn remove_all(rt: &mut RuntimeClient) {
+        let containers = rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        for c in containers {
+            rt.remove_container(cri::RemoveContainerRequest { container_id: c.id })
+                .await
+                .unwrap();
+        }
+        let pods = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        for p in pods {
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: p.id.clone(),
+            })
+            .await
+            .unwrap();
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: p.id,
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+impl Drop for CrashNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        for c in CGROUP_CONTROLLERS {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join(rel));
+        }
+    }
+}
