@@ -24,3 +24,6 @@ HUSK_MONITOR_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/husk-monitor"
 export HUSK_MONITOR_BIN
 # Integration tests start real daemons and registries; two at a time on small machines.
 cargo test --workspace --no-fail-fast -- --test-threads="${HUSK_TEST_THREADS:-2}"
+# The parsers' fuzz targets (cargo-fuzz on the stable toolchain), for a bounded time each.
+echo "== fuzz (bounded)"
+bash scripts/fuzz.sh "${HUSK_FUZZ_SECONDS:-15}"

@@ -107,6 +107,9 @@ impl ImageError {
     pub fn kind(&self) -> ErrorKind {
         use ImageError::*;
         match self {
+            // A full filesystem (or quota) is a resource to free, not a bug.
+            Io { source, .. } if is_no_space(source) => ErrorKind::ResourceExhausted,
+            Unpack { source, .. } if source.is_no_space() => ErrorKind::ResourceExhausted,
             InvalidReference { .. } | InvalidAuth { .. } | InvalidArchive { .. } => {
                 ErrorKind::InvalidArgument
             }
@@ -145,3 +148,42 @@ impl ImageError {
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// Whether an I/O error says the filesystem is full (`ENOSPC`) or a quota is used up (`EDQUOT`).
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(28)
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_and_says_so() {
+        let e = ImageError::io("write", "/var/lib/husk/content/ingest/x", enospc());
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        let e = ImageError::Unpack {
+            digest: Digest::sha256_of(b"layer"),
+            source: crate::unpack::UnpackError::Io {
+                op: "write",
+                path: "usr/bin/big".into(),
+                source: enospc(),
+            },
+        };
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        let quota = ImageError::io("write", "/x", std::io::Error::from_raw_os_error(122));
+        assert_eq!(quota.kind(), ErrorKind::ResourceExhausted);
+        // Other I/O failures stay internal.
+        let other = ImageError::io("write", "/x", std::io::Error::from_raw_os_error(5));
+        assert_eq!(other.kind(), ErrorKind::Internal);
+    }
+}

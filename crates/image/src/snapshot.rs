@@ -145,7 +145,11 @@ impl Snapshotter {
         let tmp = self.dir.join(format!("{id}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         let fs_dir = tmp.join("fs");
-        fs::create_dir_all(&fs_dir).map_err(|e| ImageError::io("create", &fs_dir, e))?;
+        if let Err(e) = fs::create_dir_all(&fs_dir) {
+            // Half made (a full disk): leave nothing behind.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(ImageError::io("create", &fs_dir, e));
+        }
         Ok(Prepared {
             id,
             tmp,

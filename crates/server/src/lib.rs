@@ -4,9 +4,9 @@
 //! protobuf types.
 #![forbid(unsafe_code)]
 
-mod convert;
-mod convert_container;
-mod convert_pod;
+pub mod convert;
+pub mod convert_container;
+pub mod convert_pod;
 mod husk;
 mod image;
 mod metrics;

@@ -140,12 +140,25 @@ pub enum UnpackError {
     HardlinkTargetMissing { path: PathBuf, target: PathBuf },
     #[error("hardlink {path:?} points to a directory")]
     HardlinkToDirectory { path: PathBuf },
-    #[error("failed to {op} {path:?}")]
+    #[error("failed to {op} {path:?}: {source}")]
     Io {
         op: &'static str,
         path: PathBuf,
         source: io::Error,
     },
+}
+
+impl UnpackError {
+    /// Whether the layer failed because the filesystem (or a quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            UnpackError::Io { source, .. }
+            | UnpackError::OpenLayer { source, .. }
+            | UnpackError::Tar { source }
+            | UnpackError::ReadEntry { source, .. } => crate::error::is_no_space(source),
+            _ => false,
+        }
+    }
 }
 
 /// Hashes everything read through it.
