@@ -57,7 +57,8 @@ EOF
 
 pull() { c pull "$BUSYBOX" && c pull "$HTTPD"; }
 check "pull busybox and httpd" pull
-images() { c images | grep -q "e2e-test-images/busybox" && c images -o json | jq -e '.images | length >= 2'; }
+# (outputs are captured before grep -q: an early exit would SIGPIPE crictl and fail the pipe)
+images() { local o; o="$(c images)" && grep -q "e2e-test-images/busybox" <<<"$o" && c images -o json | jq -e '.images | length >= 2'; }
 check "images lists them" images
 inspecti() { c inspecti "$BUSYBOX" | jq -e '.status.id | startswith("sha256:")'; }
 check "inspecti" inspecti
@@ -67,7 +68,7 @@ HTTPD_ID="$(c create "$POD" "$TMP/httpd.json" "$TMP/pod.json")" && c start "$HTT
 CAT_ID="$(c create "$POD" "$TMP/cat.json" "$TMP/pod.json")" && c start "$CAT_ID" >/dev/null
 inspectp() {
   c inspectp "$POD" | jq -e '.status.state == "SANDBOX_READY"' &&
-    c inspectp "$POD" | jq -r '.status.network.ip' | grep -q "^${2:-}"
+    local ip; ip="$(c inspectp "$POD" | jq -r '.status.network.ip')" && grep -q "^${2:-}" <<<"$ip"
 }
 check "inspectp: ready, with a pod IP" inspectp "$POD" "${2:-}"
 running() { c inspect "$1" | jq -e '.status.state == "CONTAINER_RUNNING"'; }
@@ -85,7 +86,8 @@ for tr in spdy websocket; do
 done
 sync_exec() {
   c exec -s "$HTTPD_ID" sh -c 'echo out; echo err >&2' >"$TMP/so" 2>"$TMP/se"
-  grep -qx out "$TMP/so" && ! grep -q err "$TMP/so" && grep -qx err "$TMP/se"
+  # crictl prints the container's stdout and then its stderr, both on its own stdout
+  grep -qx out "$TMP/so" && grep -qx err "$TMP/so" && [ "$(grep -n . "$TMP/so" | head -1)" = "1:out" ]
 }
 check "exec -s (ExecSync) stdout and stderr" sync_exec
 
@@ -110,7 +112,7 @@ for tr in spdy websocket; do
   check "attach ends on SIGTERM ($tr)" attterm
   check "container runs on after attach ($tr)" running "$CAT_ID"
 done
-logs_cat() { c logs "$CAT_ID" | grep -q "hello-spdy" && c logs "$CAT_ID" | grep -q "hello-websocket"; }
+logs_cat() { local o; o="$(c logs "$CAT_ID")" && grep -q "hello-spdy" <<<"$o" && grep -q "hello-websocket" <<<"$o"; }
 check "attach stdin reached the container (logs)" logs_cat
 
 # ---- port-forward to the pod's httpd ----------------------------------------------------------
@@ -125,13 +127,13 @@ for tr in spdy websocket; do
       sleep 0.2
     done
     cat "$TMP/pf-$tr.log"
-    grep -qi "html" "$TMP/page" && curl -fs --max-time 5 "http://127.0.0.1:$port/" | grep -qi html
+    grep -qi "html" "$TMP/page" && curl -fs --max-time 5 "http://127.0.0.1:$port/" -o "$TMP/page2" && grep -qi html "$TMP/page2"
   }
   check "port-forward ($tr)" pf
 done
 
 # ---- logs and stats ---------------------------------------------------------------------------
-logs() { c logs "$HTTPD_ID" | grep -q httpd && [ "$(c logs --tail 1 "$CAT_ID" | wc -l)" = 1 ]; }
+logs() { local o; o="$(c logs "$HTTPD_ID")" && grep -q httpd <<<"$o" && [ "$(c logs --tail 1 "$CAT_ID" | wc -l)" = 1 ]; }
 check "logs, --tail" logs
 stats() { c stats -o json | jq -e --arg id "$HTTPD_ID" '.stats[] | select(.attributes.id == $id) | .memory.workingSetBytes.value | tonumber > 0'; }
 check "stats: the container's memory" stats
