@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use husk_api::v1 as api;
 use husk_test_support::oci::{big_image_seeded, write_docker_save_archive};
 use husk_test_support::{BuiltImage, Huskd, HuskdOptions, require_system};
 use sha2::{Digest as _, Sha256};
@@ -249,18 +248,6 @@ async fn a_pull_onto_a_full_disk_fails_cleanly_and_resumes_once_there_is_room() 
     h.restart().unwrap();
     let mut c = h.image_client().await.unwrap();
     assert_eq!(status(&mut c, &name).await.unwrap().id, img.image_id());
-}
-
-async fn import(h: &Huskd, path: &Path) -> Result<api::ImportImageResponse, tonic::Status> {
-    let data = std::fs::read(path).unwrap();
-    let chunks: Vec<api::ImportChunk> = data
-        .chunks(256 * 1024)
-        .map(|c| api::ImportChunk { data: c.to_vec() })
-        .collect();
-    let mut hc = h.husk_client().await.unwrap();
-    hc.import_image(tokio_stream::iter(chunks))
-        .await
-        .map(|r| r.into_inner())
 }
 
 #[tokio::test]

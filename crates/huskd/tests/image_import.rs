@@ -14,21 +14,6 @@ use husk_test_support::{
 };
 use tonic::Code;
 
-async fn import(
-    h: &husk_test_support::Huskd,
-    path: &std::path::Path,
-) -> Result<api::ImportImageResponse, tonic::Status> {
-    let data = std::fs::read(path).unwrap();
-    let chunks: Vec<api::ImportChunk> = data
-        .chunks(256 * 1024)
-        .map(|c| api::ImportChunk { data: c.to_vec() })
-        .collect();
-    let mut hc = h.husk_client().await.unwrap();
-    hc.import_image(tokio_stream::iter(chunks))
-        .await
-        .map(|r| r.into_inner())
-}
-
 #[tokio::test]
 async fn import_docker_save_archive() {
     let img = busybox_image(&["echo", "imported"]).unwrap().build();

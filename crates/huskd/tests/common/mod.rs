@@ -721,3 +721,19 @@ impl Drop for CrashNet {
         }
     }
 }
+
+/// Streams the archive at `path` into husk.v1 ImportImage in 256 KiB chunks.
+pub async fn import(
+    h: &Huskd,
+    path: &Path,
+) -> Result<husk_api::v1::ImportImageResponse, tonic::Status> {
+    let data = std::fs::read(path).unwrap();
+    let chunks: Vec<husk_api::v1::ImportChunk> = data
+        .chunks(256 * 1024)
+        .map(|c| husk_api::v1::ImportChunk { data: c.to_vec() })
+        .collect();
+    let mut hc = h.husk_client().await.unwrap();
+    hc.import_image(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
+}
